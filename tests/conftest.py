@@ -1,0 +1,42 @@
+"""Shared test setup: the process environment, GPU skipping, and the tiny local model."""
+
+from __future__ import annotations
+
+import os
+
+from r1zero.env import setup_environment
+
+setup_environment()
+
+import pytest  # noqa: E402
+
+
+def _gpu_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:
+        return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _gpu_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs an NVIDIA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path() -> str:
+    """The ~0.5M-param local Qwen2 model (built once, cached under R1ZERO_CACHE_DIR)."""
+    from r1zero.models import build_preset
+
+    return str(build_preset("tiny"))
+
+
+@pytest.fixture(autouse=True)
+def _no_wandb_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", os.environ.get("WANDB_MODE", "offline"))
