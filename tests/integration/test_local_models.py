@@ -46,7 +46,9 @@ def test_load_smollm2_matches_the_gguf_model(smollm2_dir: Path) -> None:
     from r1zero.models import find_smollm2_gguf, load_smollm2
 
     gguf = find_smollm2_gguf()
-    reference = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, torch_dtype=torch.float32)
+    reference = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, torch_dtype=torch.float32
+    )
     converted = AutoModelForCausalLM.from_pretrained(smollm2_dir, torch_dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(smollm2_dir)
     from safetensors import safe_open

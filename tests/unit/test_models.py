@@ -32,7 +32,9 @@ def test_chat_template_is_chatml(tiny_model_path: str) -> None:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model_path)
-    text = tok.apply_chat_template([{"role": "user", "content": "1+1?"}], tokenize=False, add_generation_prompt=True)
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "1+1?"}], tokenize=False, add_generation_prompt=True
+    )
     assert text == "<|im_start|>user\n1+1?<|im_end|>\n<|im_start|>assistant\n"
 
 
@@ -76,7 +78,9 @@ def test_llama_arch_and_bad_shapes(tmp_path: Path) -> None:
         make_tiny_model(tmp_path / "y", hidden=65, layers=1, vocab=300, tie_embeddings=True, heads=2)
 
 
-def test_resolve_model_references(tmp_path: Path, tiny_model_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resolve_model_references(
+    tmp_path: Path, tiny_model_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert resolve_model("tiny") == tiny_model_path
     assert resolve_model(tiny_model_path) == str(Path(tiny_model_path).resolve())
     (tmp_path / "empty").mkdir()
@@ -96,6 +100,8 @@ def test_import_is_light_and_fast() -> None:
         "heavy = [m for m in ('vllm', 'deepspeed', 'wandb', 'torch', 'transformers') if m in sys.modules]; "
         "print(dt); print(','.join(heavy))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split("\n")
     assert float(out[0]) < 1.0
     assert out[1] == "", f"importing r1zero pulled in {out[1]}"

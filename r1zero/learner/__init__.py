@@ -1,0 +1,1 @@
+"""The learner: a DeepSpeed (or plain torch) engine that computes response logprobs and takes GRPO steps."""

@@ -1,0 +1,174 @@
+"""Building the trainable model: DeepSpeed (ZeRO 0-3) or plain torch, the optimizer and the LR schedule."""
+
+from __future__ import annotations
+
+import math
+import types
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from r1zero.algo import hidden_to_logprobs
+from r1zero.config import LearnerConfig
+
+
+def lr_lambda(schedule: str, warmup_steps: int, total_steps: int):
+    """Multiplier of the base LR at optimizer step s: linear warmup, then constant / cosine / linear decay to 0.
+
+    Example: warmup 2, total 10, cosine: s=0 -> 0.5, s=1 -> 1.0, s=6 -> 0.5 * (1 + cos(pi * 4 / 8)) = 0.5.
+    """
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        if schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0 - progress  # linear
+
+    return factor
+
+
+def deepspeed_config(cfg: LearnerConfig, *, world_size: int) -> dict[str, Any]:
+    """The DeepSpeed JSON config for a learner config. Gradient accumulation is driven by the caller (it
+    marks the boundary itself and scales each micro-batch loss by the step's global normaliser)."""
+    config: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": 1,
+        "gradient_accumulation_steps": 1,
+        "train_batch_size": world_size,
+        "gradient_clipping": cfg.max_grad_norm,
+        "zero_optimization": {"stage": cfg.zero_stage},
+        "optimizer": {
+            "type": "AdamW",
+            "params": {
+                "lr": cfg.lr,
+                "betas": [cfg.adam_beta1, cfg.adam_beta2],
+                "eps": cfg.adam_eps,
+                "weight_decay": cfg.weight_decay,
+                # torch's AdamW: no JIT-compiled op (fused/CPU Adam take minutes to build on first use).
+                "torch_adam": not cfg.fused_optimizer,
+            },
+        },
+        "bf16": {"enabled": cfg.precision == "bf16"},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    if cfg.zero_stage == 3:
+        config["zero_optimization"].update(
+            {"stage3_gather_16bit_weights_on_model_save": True, "stage3_param_persistence_threshold": 0}
+        )
+    return config
+
+
+def attach_logprob_head(model: nn.Module, chunk_size: int) -> None:
+    """Make `model.lm_head(hidden, labels, temperature)` return (logprobs, entropy) computed in chunks.
+
+    The lm_head module keeps its parameters, so ZeRO-3 still gathers its weight around the call (and in
+    backward); the [tokens, vocab] logits are never all materialised. hidden: [M, H], labels: [M].
+    """
+    head = model.get_output_embeddings()
+    if getattr(head, "bias", None) is not None:
+        raise ValueError("the chunked logprob head supports lm_heads without bias (Llama/Qwen/Mistral style)")
+
+    def forward(self: nn.Module, hidden: Tensor, labels: Tensor, temperature: float = 1.0):
+        return hidden_to_logprobs(hidden, self.weight, labels, temperature=temperature, chunk_size=chunk_size)
+
+    head.forward = types.MethodType(forward, head)
+
+
+def load_model(model_path: str, *, dtype: torch.dtype, gradient_checkpointing: bool, trust_remote_code: bool):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        model_path, torch_dtype=dtype, attn_implementation="sdpa", trust_remote_code=trust_remote_code
+    )
+    model.config.use_cache = False
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
+class TorchEngine:
+    """The plain-torch stand-in for a DeepSpeed engine (single process, for debugging): the same methods the
+    learner uses (backward, step, module, save/load)."""
+
+    def __init__(self, model: nn.Module, cfg: LearnerConfig, schedule) -> None:
+        self.module = model
+        self.optimizer = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad],
+            lr=cfg.lr,
+            betas=(cfg.adam_beta1, cfg.adam_beta2),
+            eps=cfg.adam_eps,
+            weight_decay=cfg.weight_decay,
+        )
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self.max_grad_norm = cfg.max_grad_norm
+        self.last_grad_norm = 0.0
+
+    def set_gradient_accumulation_boundary(self, is_boundary: bool) -> None:
+        pass
+
+    def backward(self, loss: Tensor) -> None:
+        loss.backward()
+
+    def step(self) -> None:
+        params = [p for p in self.module.parameters() if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(
+            params, self.max_grad_norm if self.max_grad_norm > 0 else float("inf")
+        )
+        self.last_grad_norm = float(norm)
+        self.optimizer.step()
+        self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def get_global_grad_norm(self) -> float:
+        return self.last_grad_norm
+
+    def save_checkpoint(self, directory: str, tag: str) -> None:
+        from pathlib import Path
+
+        path = Path(directory) / tag
+        path.mkdir(parents=True, exist_ok=True)
+        torch.save(
+            {
+                "model": self.module.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.lr_scheduler.state_dict(),
+            },
+            path / "state.pt",
+        )
+
+    def load_checkpoint(self, directory: str, tag: str) -> None:
+        from pathlib import Path
+
+        state = torch.load(Path(directory) / tag / "state.pt", map_location="cpu", weights_only=False)
+        self.module.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_scheduler.load_state_dict(state["scheduler"])
+
+
+def build_engine(model: nn.Module, cfg: LearnerConfig, *, total_steps: int, world_size: int):
+    """DeepSpeed engine (backend "deepspeed") or TorchEngine (backend "torch") around `model`."""
+    schedule = lr_lambda(cfg.lr_schedule, cfg.warmup_steps, total_steps)
+    if cfg.backend == "torch":
+        if world_size > 1:
+            raise ValueError(
+                "learner.backend=torch is single-process; use learner.backend=deepspeed with torchrun"
+            )
+        return TorchEngine(model, cfg, schedule)
+    import deepspeed
+    import deepspeed.ops
+
+    # Skip the shared-memory comm op: it JIT-compiles for ~2 minutes on CPU and gloo does the job.
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    engine, _, _, _ = deepspeed.initialize(
+        model=model,
+        model_parameters=[p for p in model.parameters() if p.requires_grad],
+        config=deepspeed_config(cfg, world_size=world_size),
+        lr_scheduler=lambda optimizer: torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
+        dist_init_required=False,
+    )
+    return engine

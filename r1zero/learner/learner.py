@@ -1,0 +1,230 @@
+"""The learner: response logprobs over packed micro-batches and one exact GRPO optimizer step per call."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from r1zero import distributed
+from r1zero.algo import kl_penalty_loss, loss_normalizer, policy_loss, truncated_is_weights
+from r1zero.config import AlgoConfig, LearnerConfig
+from r1zero.learner.batching import PackedBatch, TokenSequence, pack, plan_micro_batches, response_layout
+from r1zero.learner.engine import attach_logprob_head, build_engine, load_model
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def _is_zero3(engine: object) -> bool:
+    return bool(getattr(engine, "zero_optimization_stage", lambda: 0)() == 3)
+
+
+class Learner:
+    """Owns the policy (DeepSpeed engine or plain torch), the optional frozen reference model, and the step."""
+
+    def __init__(
+        self,
+        model_path: str,
+        cfg: LearnerConfig,
+        algo: AlgoConfig,
+        *,
+        total_steps: int,
+        max_response_len: int,
+        trust_remote_code: bool = False,
+    ) -> None:
+        self.cfg, self.algo, self.max_response_len = cfg, algo, max_response_len
+        self.device = (
+            torch.device("cuda", distributed.local_rank())
+            if torch.cuda.is_available()
+            else torch.device("cpu")
+        )
+        dtype = DTYPES[cfg.precision]
+        model = load_model(
+            model_path,
+            dtype=dtype,
+            gradient_checkpointing=cfg.gradient_checkpointing,
+            trust_remote_code=trust_remote_code,
+        )
+        attach_logprob_head(model, cfg.logprob_chunk_size)
+        self.engine = build_engine(model, cfg, total_steps=total_steps, world_size=distributed.world_size())
+        self.module = self.engine.module
+        if cfg.backend == "torch":
+            self.module.to(self.device)
+        self.ref_model = None
+        if algo.kl_coef > 0:  # the reference model exists only when the KL term is on
+            ref = load_model(
+                model_path, dtype=dtype, gradient_checkpointing=False, trust_remote_code=trust_remote_code
+            )
+            attach_logprob_head(ref, cfg.logprob_chunk_size)
+            self.ref_model = ref.to(self.device).eval().requires_grad_(False)
+
+    # ------------------------------------------------------------------------------------------ forward
+    def _forward(self, model: torch.nn.Module, batch: PackedBatch, width: int) -> tuple[Tensor, Tensor]:
+        """Response logprobs and entropy [n, width] for one packed micro-batch."""
+        body = model.get_decoder() if hasattr(model, "get_decoder") else model.model
+        hidden = body(
+            input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False
+        ).last_hidden_state  # [1, S, H]
+        targets = hidden[0, batch.target_pos]  # [M, H]
+        logprobs, entropy = model.get_output_embeddings()(targets, batch.labels)  # [M], [M]
+        return batch.unpack(logprobs, width), batch.unpack(entropy, width)  # [n, width] each
+
+    def _micro_batches(self, sequences: Sequence[TokenSequence]) -> list[PackedBatch]:
+        lengths = [len(p) + len(r) for p, r in sequences]
+        plan = plan_micro_batches(lengths, self.cfg.micro_batch_size)
+        return [pack(sequences, rows).to(self.device) for rows in plan]
+
+    @torch.no_grad()
+    def logprobs(self, sequences: Sequence[TokenSequence], *, reference: bool = False) -> list[Tensor]:
+        """Per-token logprobs of each response under the current policy (or the reference model): list of [R_i]."""
+        model = self.ref_model if reference else self.module
+        if model is None:
+            raise ValueError("no reference model: algo.kl_coef is 0")
+        out: list[Tensor] = [torch.empty(0)] * len(sequences)
+        for batch in self._micro_batches(sequences):
+            width = int(batch.response_len.max()) if len(batch.rows) else 0
+            logprobs, _ = self._forward(model, batch, width)  # [n, width]
+            for local, row in enumerate(batch.rows):
+                out[row] = logprobs[local, : int(batch.response_len[local])].float().cpu()
+        return out
+
+    # ------------------------------------------------------------------------------------------ step
+    def train_step(
+        self,
+        sequences: Sequence[TokenSequence],
+        advantages: Tensor,
+        *,
+        rollout_logprobs: Sequence[Sequence[float]] | None = None,
+        loss_mask: Tensor | None = None,
+    ) -> dict[str, float]:
+        """One optimizer step (num_iterations passes) over N sequences with advantages [N].
+
+        rollout_logprobs: the engine's sampling logprobs per response (needed for old_logprobs_source=rollout
+        and for the truncated-IS correction). loss_mask: [N] bool, rows that take part in the loss (e.g. not
+        truncated); the normaliser counts only those rows.
+        """
+        start = time.perf_counter()
+        resp_lens = [len(r) for _, r in sequences]
+        width = max(resp_lens) if resp_lens else 0
+        ones = [[1.0] * k for k in resp_lens]
+        _, response_mask = response_layout(ones)  # [N, T]
+        if loss_mask is not None:
+            response_mask &= loss_mask.bool().unsqueeze(-1)
+        rollout_lp = response_layout(rollout_logprobs)[0] if rollout_logprobs is not None else None  # [N, T]
+        # The normaliser of the whole step (all micro-batches, all ranks): exact gradient accumulation.
+        local_norm = float(loss_normalizer(response_mask, self.algo.loss_aggregation, self.max_response_len))
+        normalizer = torch.tensor(distributed.all_reduce_sum(local_norm) if local_norm > 0 else 1.0)
+        world = distributed.world_size() if self.cfg.backend == "deepspeed" else 1
+        batches = self._micro_batches(sequences)
+
+        old_lp = None  # [N, T]
+        need_old = self.algo.num_iterations > 1 or self.algo.tis_cap is not None
+        if self.algo.old_logprobs_source == "rollout":
+            if rollout_lp is None:
+                raise ValueError("algo.old_logprobs_source=rollout needs the engine's sampling logprobs")
+            old_lp = rollout_lp
+        elif need_old:
+            old_lp = response_layout([t.tolist() for t in self.logprobs(sequences)])[0]
+        ref_lp = None
+        if self.ref_model is not None:
+            ref_lp = response_layout([t.tolist() for t in self.logprobs(sequences, reference=True)])[0]
+
+        sums: dict[str, float] = {}
+        tokens = 0
+        for _ in range(self.algo.num_iterations):
+            for i, batch in enumerate(batches):
+                rows = torch.tensor(batch.rows)
+                mb_width = int(batch.response_len.max())
+                mask = response_mask[rows, :mb_width].to(self.device)  # [n, t]
+                logprobs, entropy = self._forward(self.module, batch, mb_width)  # [n, t]
+                # On-policy with one pass: old = current (detached), ratio 1, no extra forward pass.
+                old = old_lp[rows, :mb_width].to(self.device) if old_lp is not None else logprobs.detach()
+                is_weights = None
+                if self.algo.tis_cap is not None and rollout_lp is not None:
+                    is_weights = truncated_is_weights(
+                        old, rollout_lp[rows, :mb_width].to(self.device), self.algo.tis_cap
+                    )
+                loss, metrics = policy_loss(
+                    logprobs,
+                    old,
+                    advantages[rows].to(self.device),
+                    mask,
+                    clip_low=self.algo.clip_low,
+                    clip_high=self.algo.clip_high,
+                    aggregation=self.algo.loss_aggregation,
+                    max_response_len=self.max_response_len,
+                    is_weights=is_weights,
+                    normalizer=normalizer,
+                )
+                if ref_lp is not None:
+                    kl = kl_penalty_loss(
+                        logprobs,
+                        ref_lp[rows, :mb_width].to(self.device),
+                        mask,
+                        kind=self.algo.kl_kind,
+                        aggregation=self.algo.loss_aggregation,
+                        max_response_len=self.max_response_len,
+                        normalizer=normalizer,
+                    )
+                    loss = loss + self.algo.kl_coef * kl
+                    metrics["kl_ref"] = kl.detach() * normalizer / max(1.0, float(mask.sum()))
+                self.engine.set_gradient_accumulation_boundary(i == len(batches) - 1)
+                # DeepSpeed averages gradients over ranks; the normaliser already spans all ranks.
+                self.engine.backward(loss * world)
+                weight = float(mask.sum())
+                tokens += int(mask.sum())
+                sums["policy"] = sums.get("policy", 0.0) + float(loss.detach())
+                with torch.no_grad():
+                    sums["entropy"] = sums.get("entropy", 0.0) + float((entropy * mask).sum())
+                for name, value in metrics.items():
+                    sums[name] = sums.get(name, 0.0) + float(value) * weight
+            self.engine.step()
+        total = max(1.0, float(response_mask.sum()) * self.algo.num_iterations)
+        out = {f"loss/{k}": v / total for k, v in sums.items() if k != "policy"}
+        out["loss/policy"] = sums.get("policy", 0.0) / self.algo.num_iterations
+        out["loss/grad_norm"] = float(self.engine.get_global_grad_norm() or 0.0)
+        out["loss/lr"] = float(self.engine.lr_scheduler.get_last_lr()[0])
+        out["perf/learner_tokens"] = float(tokens)
+        out["perf/learner_packed_tokens"] = float(
+            sum(b.num_tokens for b in batches) * self.algo.num_iterations
+        )
+        out["perf/learner_tokens_per_s"] = out["perf/learner_packed_tokens"] / max(
+            1e-9, time.perf_counter() - start
+        )
+        return out
+
+    # ------------------------------------------------------------------------------------------ weights
+    def named_parameters_for_sync(self) -> Iterator[tuple[str, Tensor]]:
+        """Full parameters one at a time (ZeRO-3: gathered per parameter, never the whole model at once)."""
+        zero3 = _is_zero3(self.engine)
+        for name, param in self.module.named_parameters():
+            if zero3:
+                import deepspeed
+
+                with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
+                    yield name, param.data
+            else:
+                yield name, param.data
+
+    def save_pretrained(self, path: str | Path, tokenizer_path: str | None = None) -> None:
+        """Export the policy as a Hugging Face folder (rank 0 writes; loadable by transformers and vLLM)."""
+        path = Path(path)
+        state = {
+            name: tensor.detach().to("cpu", copy=True) for name, tensor in self.named_parameters_for_sync()
+        }
+        if distributed.rank() == 0:
+            self.module.save_pretrained(path, state_dict=state, safe_serialization=True)
+            if tokenizer_path is not None:
+                from transformers import AutoTokenizer
+
+                AutoTokenizer.from_pretrained(tokenizer_path).save_pretrained(path)
+
+    def save_state(self, directory: str | Path) -> None:
+        """Model + optimizer + scheduler state (DeepSpeed layout or a torch file) under directory/learner."""
+        self.engine.save_checkpoint(str(directory), tag="learner")
+
+    def load_state(self, directory: str | Path) -> None:
+        self.engine.load_checkpoint(str(directory), tag="learner")
