@@ -64,17 +64,20 @@ PRESETS: dict[str, TinySpec] = {
 }
 
 
+_CORPUS_WORDS = (
+    "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. "
+    "The assistant first thinks about the reasoning process in the mind and then provides the user with "
+    "the answer. Using the numbers create an equation that equals target. You can use basic arithmetic "
+    "operations and each number can only be used once. Show your work in tags and return the final "
+    "answer. What is the sum of product Let me check wait verify recheck retry alternatively however "
+    "mistake aha so therefore first then next finally equation result number numbers is are the a of to"
+)
+
+
 def _synthetic_corpus(seed: int, lines: int = 6000) -> Iterator[str]:
     """Text covering digits, operators, the think/answer tags and the task prompts' words."""
     rng = random.Random(seed)
-    words = (
-        "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. "
-        "The assistant first thinks about the reasoning process in the mind and then provides the user with "
-        "the answer. Using the numbers create an equation that equals target. You can use basic arithmetic "
-        "operations and each number can only be used once. Show your work in tags and return the final "
-        "answer. What is the sum of product Let me check wait verify recheck retry alternatively however "
-        "mistake aha so therefore first then next finally equation result number numbers is are the a of to"
-    ).split()
+    words = _CORPUS_WORDS.split()
     for i in range(lines):
         a, b, c = rng.randint(0, 999), rng.randint(0, 99), rng.randint(1, 99)
         op = rng.choice("+-*/")

@@ -108,7 +108,6 @@ class Learner:
         """
         start = time.perf_counter()
         resp_lens = [len(r) for _, r in sequences]
-        width = max(resp_lens) if resp_lens else 0
         ones = [[1.0] * k for k in resp_lens]
         _, response_mask = response_layout(ones)  # [N, T]
         if loss_mask is not None:

@@ -54,7 +54,7 @@ def test_load_smollm2_matches_the_gguf_model(smollm2_dir: Path) -> None:
     from safetensors import safe_open
 
     with safe_open(str(smollm2_dir / "model.safetensors"), "pt") as f:
-        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}  # noqa: SIM118
     ids = tok("What is 12 + 9? The answer is", return_tensors="pt").input_ids
     with torch.no_grad():
         ref_logits = reference(ids).logits[0, -1]
