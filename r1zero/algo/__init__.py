@@ -1,0 +1,41 @@
+"""Pure RL math for GRPO-style training: advantages, losses, chunked log-probabilities.
+
+Tensors and plain scalars in, tensors out; no config objects, no model forward, no `.item()`. Shapes follow the
+glossary in `r1zero.types` (N = B * G rows, T tokens, V vocabulary, H hidden).
+"""
+
+from r1zero.algo.advantages import NORMALIZERS, filter_zero_variance_groups, group_advantages
+from r1zero.algo.logprobs import entropy_from_logits, hidden_to_logprobs, token_logprobs
+from r1zero.algo.losses import (
+    AGGREGATIONS,
+    KL_ESTIMATORS,
+    aggregate,
+    aggregate_micro,
+    kl_estimate,
+    kl_penalty_loss,
+    loss_normalizer,
+    masked_mean,
+    overlong_penalty,
+    policy_loss,
+    truncated_is_weights,
+)
+
+__all__ = [
+    "AGGREGATIONS",
+    "KL_ESTIMATORS",
+    "NORMALIZERS",
+    "aggregate",
+    "aggregate_micro",
+    "entropy_from_logits",
+    "filter_zero_variance_groups",
+    "group_advantages",
+    "hidden_to_logprobs",
+    "kl_estimate",
+    "kl_penalty_loss",
+    "loss_normalizer",
+    "masked_mean",
+    "overlong_penalty",
+    "policy_loss",
+    "token_logprobs",
+    "truncated_is_weights",
+]

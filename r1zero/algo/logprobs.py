@@ -1,0 +1,271 @@
+"""Token log-probabilities and entropies, chunked over rows so the float32 [M, V] logits never all exist.
+
+M = rows (N * T positions, flattened), V vocabulary, H hidden size. At V = 49k and M = N * T = 2048, one float32
+[M, V] tensor is 384 MiB; a naive `log_softmax(hidden @ W.T)` keeps it (and the logits) alive for backward.
+Here each chunk of `chunk_size` rows is computed in float32 in ONE [chunk_size, V] buffer (updated in place),
+reduced to a few numbers per row and dropped; the backward pass recomputes each chunk from a saved per-row
+logsumexp (custom autograd Functions: nothing of size V is saved). `hidden_to_logprobs` goes further and never
+builds the [M, V] logits at all, in forward or backward: it recomputes each chunk's logits from hidden [M, H] and
+the lm_head weight [V, H]. Peak extra memory is about chunk_size * V * 4 bytes (plus a float32 [V, H] weight
+gradient accumulator), so choose chunk_size for the memory budget: 1024 rows x 49k vocab = 192 MiB.
+
+Labels must be valid token ids in [0, V) (mask padding after the fact, e.g. with `response_mask`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.autograd.function import FunctionCtx, once_differentiable
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half precision inputs, else the input's own (float32 / float64)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _check(chunk_size: int, temperature: float) -> None:
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+
+
+def _owned_scaled(logits: Tensor, dtype: torch.dtype, temperature: float) -> Tensor:
+    """logits / temperature in the compute dtype, in a fresh buffer we may overwrite. [c, V] -> [c, V]."""
+    x = logits.to(dtype, copy=True)  # [c, V]: never the caller's memory
+    return x.div_(temperature) if temperature != 1.0 else x  # [c, V]
+
+
+def _unnormalised_(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Overwrite scaled logits x [c, V] with u = exp(x - row max); allocates no [c, V].
+
+    Returns (u [c, V] in x's memory, lse [c] = row max + log S, S [c] = sum of u).
+    """
+    row_max = x.amax(dim=-1, keepdim=True)  # [c, 1]
+    row_max.masked_fill_(~torch.isfinite(row_max), 0.0)  # [c, 1]; an all -inf row gives lse -inf
+    unnorm = x.sub_(row_max).exp_()  # [c, V], in place
+    total = unnorm.sum(dim=-1)  # [c]
+    return unnorm, row_max.squeeze(1) + total.log(), total  # [c, V], [c], [c]
+
+
+def _entropy_(unnorm: Tensor, total: Tensor) -> Tensor:
+    """Entropy from u = exp(x - max) [c, V] (OVERWRITTEN) and S = sum u [c]: log S - sum(u log u) / S -> [c].
+
+    Equals -sum p log p for p = u / S; xlogy makes 0 log 0 = 0, so -inf logits are fine.
+    """
+    return total.log() - torch.special.xlogy(unnorm, unnorm, out=unnorm).sum(dim=-1) / total  # [c]
+
+
+def _chunk_stats_(x: Tensor, labels: Tensor, with_entropy: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Per-row logsumexp, label logprob and entropy of scaled logits x [c, V]; OVERWRITES x, allocates no [c, V].
+
+    Returns (lse [c], logprob [c], entropy [c] or None).
+    """
+    picked = x.gather(1, labels.unsqueeze(1)).squeeze(1)  # [c], before x is overwritten
+    unnorm, lse, total = _unnormalised_(x)  # [c, V], [c], [c]
+    return lse, picked - lse, (_entropy_(unnorm, total) if with_entropy else None)  # [c], [c], [c] | None
+
+
+def _chunk_grad_logits_(x: Tensor, labels: Tensor, lse: Tensor, grad: Tensor, temperature: float) -> Tensor:
+    """d(sum grad * logprob)/d(raw logits) for one chunk: (onehot(label) - softmax(x)) * grad / temperature.
+
+    x [c, V] scaled logits (compute dtype; OVERWRITTEN: the result reuses its memory), labels [c], lse [c],
+    grad [c] -> [c, V] (compute dtype).
+    """
+    g = x.sub_(lse.unsqueeze(1)).exp_().mul_(-grad.unsqueeze(1))  # [c, V]: -softmax * grad
+    g.scatter_add_(1, labels.unsqueeze(1), grad.unsqueeze(1))  # [c, V]
+    return g.div_(temperature) if temperature != 1.0 else g  # [c, V]
+
+
+class _ChunkedLogprobs(torch.autograd.Function):
+    """logits [M, V] (any float dtype), labels [M] -> logprobs [M] (compute dtype); saves only lse [M]."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: FunctionCtx, logits: Tensor, labels: Tensor, temperature: float, chunk_size: int
+    ) -> Tensor:
+        dtype = _compute_dtype(logits.dtype)
+        rows = logits.shape[0]
+        logprobs = logits.new_empty(rows, dtype=dtype)  # [M]
+        lse = logits.new_empty(rows, dtype=dtype)  # [M]
+        for s in range(0, rows, chunk_size):
+            x = _owned_scaled(logits[s : s + chunk_size], dtype, temperature)  # [c, V]
+            lse_c, lp_c, _ = _chunk_stats_(x, labels[s : s + chunk_size], with_entropy=False)
+            lse[s : s + chunk_size], logprobs[s : s + chunk_size] = lse_c, lp_c
+            del x  # free before the next chunk's buffer exists
+        ctx.save_for_backward(logits, labels, lse)
+        ctx.temperature, ctx.chunk_size = temperature, chunk_size  # type: ignore[attr-defined]
+        return logprobs
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, grad_out: Tensor) -> tuple[Tensor | None, None, None, None]:  # type: ignore[override]
+        logits, labels, lse = ctx.saved_tensors  # type: ignore[attr-defined]
+        temperature, chunk = ctx.temperature, ctx.chunk_size  # type: ignore[attr-defined]
+        grad_logits = torch.empty_like(logits)  # [M, V]
+        for s in range(0, logits.shape[0], chunk):
+            x = _owned_scaled(logits[s : s + chunk], lse.dtype, temperature)  # [c, V]
+            sl = slice(s, s + chunk)
+            grad_logits[sl] = _chunk_grad_logits_(x, labels[sl], lse[sl], grad_out[sl], temperature)  # [c, V]
+            del x
+        return grad_logits, None, None, None
+
+
+def token_logprobs(
+    logits: Tensor, labels: Tensor, *, temperature: float = 1.0, chunk_size: int = 1024
+) -> Tensor:
+    """log softmax(logits / temperature)[label] per position, computed chunk by chunk in float32 (or float64).
+
+    logits: [M, V] or [N, T, V] (leading dims flattened), any float dtype; labels: the leading shape, long.
+    Returns the leading shape ([M] or [N, T]) in float32 (float64 for float64 logits), differentiable w.r.t.
+    logits; backward recomputes each chunk's softmax from a saved per-row logsumexp (no [M, V] copy saved).
+    Example: logits [[0, ln 3]], labels [1] -> log(3 / 4) = -0.2877; temperature 2 -> log(sqrt3 / (1 + sqrt3))
+             = -0.4557.
+    """
+    _check(chunk_size, temperature)
+    lead = logits.shape[:-1]
+    flat_logits = logits.reshape(-1, logits.shape[-1])  # [M, V]
+    flat_labels = labels.reshape(-1)  # [M]
+    return _ChunkedLogprobs.apply(flat_logits, flat_labels, temperature, chunk_size).reshape(lead)  # [...]
+
+
+def entropy_from_logits(
+    logits: Tensor, *, chunk_size: int = 1024, temperature: float = 1.0, grad: bool = False
+) -> Tensor:
+    """Entropy -sum p log p of softmax(logits / temperature) per position, chunked, float32 (float64 in).
+
+    logits: [M, V] or [N, T, V] -> the leading shape. A metric, so computed under no_grad unless grad=True
+    (then autograd keeps each chunk's [c, V] intermediates: use only for small inputs or entropy bonuses).
+    Example: logits [[0, 0, 0, 0]] -> ln 4 = 1.3863; [[0, -inf]] -> 0.
+    """
+    _check(chunk_size, temperature)
+    lead = logits.shape[:-1]
+    flat = logits.reshape(-1, logits.shape[-1])  # [M, V]
+    dtype = _compute_dtype(flat.dtype)
+    with_grad = grad and torch.is_grad_enabled()
+    parts = []
+    for s in range(0, flat.shape[0], chunk_size):
+        if with_grad:  # plain autograd: keeps this chunk's [c, V] intermediates for backward
+            log_p = torch.log_softmax(flat[s : s + chunk_size].to(dtype) / temperature, dim=-1)  # [c, V]
+            plogp = torch.where(log_p.isneginf(), 0.0, log_p.exp() * log_p)  # [c, V]; 0 * -inf := 0
+            parts.append(-plogp.sum(dim=-1))  # [c]
+            continue
+        with torch.no_grad():
+            x = _owned_scaled(flat[s : s + chunk_size], dtype, temperature)  # [c, V]
+            unnorm, _, total = _unnormalised_(x)  # [c, V] (x's memory), [c], [c]
+            parts.append(_entropy_(unnorm, total))  # [c]
+            del x, unnorm
+    out = torch.cat(parts) if parts else flat.new_empty(0, dtype=dtype)  # [M]
+    return out.reshape(lead)  # [...]
+
+
+_CAST_BLOCK = 256  # rows cast between half and float32 at a time, so no half-precision [c, V] copy exists
+
+
+def _logits_(hidden: Tensor, weight: Tensor, dtype: torch.dtype, temperature: float) -> Tensor:
+    """(hidden @ weight.T) / temperature in the compute dtype, a fresh buffer. [c, H], [V, H] -> [c, V].
+
+    The matmul runs in the inputs' dtype, as the model's lm_head would; for half inputs it is written into the
+    float32 buffer _CAST_BLOCK rows at a time, so the peak stays one float32 [c, V] buffer.
+    """
+    if hidden.dtype == dtype:
+        x = hidden @ weight.t()  # [c, V]
+    else:
+        x = hidden.new_empty((hidden.shape[0], weight.shape[0]), dtype=dtype)  # [c, V]
+        for r in range(0, hidden.shape[0], _CAST_BLOCK):
+            x[r : r + _CAST_BLOCK] = hidden[r : r + _CAST_BLOCK] @ weight.t()  # [b, V]
+    return x.div_(temperature) if temperature != 1.0 else x  # [c, V]
+
+
+def _grad_hidden(g: Tensor, weight: Tensor) -> Tensor:
+    """g @ weight in the weight's dtype, casting _CAST_BLOCK rows of g at a time. [c, V], [V, H] -> [c, H]."""
+    if g.dtype == weight.dtype:
+        return g @ weight  # [c, H]
+    blocks = [g[r : r + _CAST_BLOCK].to(weight.dtype) @ weight for r in range(0, g.shape[0], _CAST_BLOCK)]
+    return torch.cat(blocks)  # [c, H]
+
+
+class _ChunkedLinearLogprobs(torch.autograd.Function):
+    """hidden [M, H], weight [V, H], labels [M] -> (logprobs [M], entropy [M] or [0]); saves only lse [M]."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: FunctionCtx,
+        hidden: Tensor,
+        weight: Tensor,
+        labels: Tensor,
+        temperature: float,
+        chunk_size: int,
+        with_entropy: bool,
+    ) -> tuple[Tensor, Tensor]:
+        dtype = _compute_dtype(hidden.dtype)
+        rows = hidden.shape[0]
+        logprobs = hidden.new_empty(rows, dtype=dtype)  # [M]
+        lse = hidden.new_empty(rows, dtype=dtype)  # [M]
+        entropy = hidden.new_empty(rows if with_entropy else 0, dtype=dtype)  # [M] or [0]
+        for s in range(0, rows, chunk_size):
+            sl = slice(s, s + chunk_size)
+            x = _logits_(hidden[sl], weight, dtype, temperature)  # [c, V]
+            lse[sl], logprobs[sl], ent_c = _chunk_stats_(x, labels[sl], with_entropy)
+            if ent_c is not None:
+                entropy[sl] = ent_c
+            del x
+        ctx.save_for_backward(hidden, weight, labels, lse)
+        ctx.temperature, ctx.chunk_size = temperature, chunk_size  # type: ignore[attr-defined]
+        ctx.mark_non_differentiable(entropy)
+        return logprobs, entropy
+
+    @staticmethod
+    @once_differentiable
+    def backward(  # type: ignore[override]
+        ctx: FunctionCtx, grad_out: Tensor, _grad_entropy: Tensor | None
+    ) -> tuple[Tensor | None, Tensor | None, None, None, None, None]:
+        hidden, weight, labels, lse = ctx.saved_tensors  # type: ignore[attr-defined]
+        temperature, chunk = ctx.temperature, ctx.chunk_size  # type: ignore[attr-defined]
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]  # type: ignore[attr-defined]
+        grad_hidden = torch.empty_like(hidden) if need_h else None  # [M, H]
+        # Accumulate the weight gradient over chunks in float32 (or float64) even for bf16 weights.
+        grad_weight = torch.zeros(weight.shape, dtype=lse.dtype, device=weight.device) if need_w else None
+        for s in range(0, hidden.shape[0], chunk):
+            sl = slice(s, s + chunk)
+            h = hidden[sl]  # [c, H]
+            x = _logits_(h, weight, lse.dtype, temperature)  # [c, V], recomputed
+            g = _chunk_grad_logits_(x, labels[sl], lse[sl], grad_out[sl], temperature)  # [c, V], x's memory
+            if grad_hidden is not None:
+                grad_hidden[sl] = _grad_hidden(g, weight)  # [c, H]
+            if grad_weight is not None:
+                grad_weight.addmm_(g.t(), h.to(lse.dtype))  # [V, H]
+            del x, g  # free before the next chunk's buffer exists
+        grad_weight = grad_weight.to(weight.dtype) if grad_weight is not None else None  # [V, H]
+        return grad_hidden, grad_weight, None, None, None, None
+
+
+def hidden_to_logprobs(
+    hidden: Tensor,
+    lm_head_weight: Tensor,
+    labels: Tensor,
+    *,
+    temperature: float = 1.0,
+    chunk_size: int = 1024,
+    with_entropy: bool = True,
+) -> tuple[Tensor, Tensor | None]:
+    """Fused lm_head + log-softmax + gather: logprobs of labels from final hidden states, chunked over rows.
+
+    hidden: [M, H] (or [N, T, H]); lm_head_weight: [V, H]; labels: [M] (or [N, T]).
+    Returns (logprobs [M], differentiable w.r.t. hidden and weight; entropy [M] detached, or None).
+    Memory: one [chunk_size, V] float32 buffer at a time (plus the matmul's own output for bf16 inputs);
+    backward recomputes each chunk's logits (one extra matmul) and saves only hidden, weight (already alive),
+    labels and a per-row logsumexp [M]; the weight gradient is accumulated in a float32 [V, H] buffer.
+    No bias (lm heads of Llama/Qwen have none). Outputs are float32 (float64 for float64 inputs).
+    Example: hidden [[1, 0]], weight [[0, 0], [ln 3, 0]], labels [1] -> logits [0, ln 3]
+             -> logprob log(3 / 4) = -0.2877, entropy -(.25 ln .25 + .75 ln .75) = 0.5623.
+    """
+    _check(chunk_size, temperature)
+    lead = hidden.shape[:-1]
+    flat_hidden = hidden.reshape(-1, hidden.shape[-1])  # [M, H]
+    flat_labels = labels.reshape(-1)  # [M]
+    logprobs, entropy = _ChunkedLinearLogprobs.apply(
+        flat_hidden, lm_head_weight, flat_labels, temperature, chunk_size, with_entropy
+    )
+    return logprobs.reshape(lead), (entropy.reshape(lead) if with_entropy else None)  # [...], [...] | None

@@ -1,0 +1,312 @@
+"""r1zero-train: turn a base model into a reasoner by pure RL (GRPO), one readable loop.
+
+    r1zero-train                                   # the CPU default run (see README)
+    r1zero-train model=tiny task=countdown steps=5
+    r1zero-train experiment=countdown_qwen2.5_3b   # a full recipe from conf/experiment/
+
+Per step: sample prompts -> generate G completions each (vLLM) -> score (rule-based rewards) -> group-relative
+advantages (optionally drop zero-variance groups) -> one learner step (DeepSpeed) -> push the new weights into
+the rollout engine and verify them -> log -> checkpoint -> (evaluate).
+Simplifications, on purpose: rollout and learner are colocated and alternate (no asynchronous rollouts), and
+each rank keeps whole groups, so advantages need no communication.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from r1zero.config import RunConfig, register_configs, to_run_config
+from r1zero.env import setup_environment
+
+log = logging.getLogger("r1zero")
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+class GracefulStop:
+    """First Ctrl-C (or SIGTERM): finish the current step, checkpoint, exit 0. Second Ctrl-C: abort now."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> GracefulStop:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. under a test runner thread)
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("stop requested: finishing this step, then saving a checkpoint (Ctrl-C again to abort)")
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def build_prompts(examples: list[Any], cfg: RunConfig, tokenizer: Any) -> list[Any]:
+    from r1zero.tasks.templates import build_prompt
+
+    fewshot = [(turn[0], turn[1]) for turn in cfg.task.fewshot]
+    return [
+        build_prompt(
+            e,
+            template=cfg.task.template,
+            tokenizer=tokenizer,
+            system_prompt=cfg.task.system_prompt,
+            fewshot=fewshot,
+        )
+        for e in examples
+    ]
+
+
+def run(cfg: RunConfig) -> dict[str, Any]:
+    """Train according to `cfg`; returns the run summary (also written to run_dir/summary.json)."""
+    setup_environment()
+    import torch
+    from transformers import AutoTokenizer
+
+    from r1zero import checkpoint as ckpt
+    from r1zero import distributed
+    from r1zero.algo import filter_zero_variance_groups, group_advantages, overlong_penalty
+    from r1zero.evaluation import evaluate
+    from r1zero.learner.learner import Learner
+    from r1zero.logging import build_loggers
+    from r1zero.models import resolve_model
+    from r1zero.parts import PhaseTimer, PromptSampler, rollout_metrics, sample_rows, score_completions
+    from r1zero.rollout.base import SamplingSettings, build_engine, tokenize_prompts
+    from r1zero.sync import make_probe, push_weights, verify_sync
+    from r1zero.tasks.registry import assert_disjoint, load_examples
+
+    # ---- setup: determinism, processes, run directory, data, models
+    if cfg.cpu_threads > 0:
+        torch.set_num_threads(cfg.cpu_threads)
+    torch.manual_seed(cfg.seed)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    distributed.init_process_group()
+    rank = distributed.rank()
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        from omegaconf import OmegaConf
+
+        ckpt.atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    model_path = resolve_model(cfg.model.name)
+    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cfg.model.trust_remote_code)
+    task = cfg.task
+    train_examples = load_examples(
+        task.name, split="train", n=task.num_train if not task.train_path else None, seed=cfg.seed,
+        path=task.train_path, **task.kwargs,
+    )  # fmt: skip
+    eval_examples = (
+        load_examples(
+            task.name, split="test", n=task.num_eval, seed=cfg.seed, path=task.eval_path, **task.kwargs
+        )
+        if task.num_eval > 0
+        else []
+    )
+    assert_disjoint(train_examples, eval_examples)
+    eval_prompts = build_prompts(eval_examples, cfg, tokenizer)
+    learner = Learner(
+        model_path, cfg.learner, cfg.algo, total_steps=cfg.steps, max_response_len=cfg.rollout.max_new_tokens,
+        trust_remote_code=cfg.model.trust_remote_code,
+    )  # fmt: skip
+    engine = build_engine(model_path, cfg.rollout, seed=cfg.seed)
+    sampler = PromptSampler(len(train_examples), seed=cfg.seed)
+    G, B = cfg.rollout.group_size, cfg.rollout.prompts_per_step
+
+    # ---- resume from the latest valid checkpoint in run_dir
+    start_step, wandb_id, history = 0, None, {}
+    latest = ckpt.find_latest_checkpoint(run_dir) if cfg.checkpoint.resume else None
+    if latest is not None:
+        meta = ckpt.load_meta(latest)
+        learner.load_state(latest)
+        ckpt.load_rng_state(latest / f"rng_rank{rank}.pt")
+        sampler.load_state(meta["extra"]["sampler"])
+        start_step, wandb_id, history = (
+            meta["step"],
+            meta["extra"].get("wandb_id"),
+            meta["extra"].get("history", {}),
+        )
+        push_weights(engine, learner.named_parameters_for_sync(), version=start_step)
+        log.info("resumed from %s (step %d)", latest, start_step)
+    elif rank == 0 and (run_dir / "checkpoints").exists() and not cfg.checkpoint.resume:
+        raise ValueError(
+            f"{run_dir} already holds checkpoints and checkpoint.resume=false: pick another run_dir"
+        )
+    loggers = build_loggers(
+        cfg.log, run_dir, asdict(cfg), rank=rank, run_id=wandb_id, resume_step=start_step if latest else -1,
+        total_steps=cfg.steps,
+    )  # fmt: skip
+
+    def save(step: int) -> None:
+        def write(folder: Path) -> None:
+            learner.save_state(folder)
+            ckpt.save_rng_state(folder / f"rng_rank{rank}.pt")
+
+        extra = {"sampler": sampler.state(), "wandb_id": getattr(loggers, "run_id", None), "history": history}
+        ckpt.save_checkpoint(run_dir, step, write, extra=extra, keep_last=cfg.checkpoint.keep_last)
+
+    def run_eval(step: int) -> dict[str, float]:
+        max_new = cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens
+        metrics, _, _ = evaluate(
+            engine, eval_prompts, task, n=cfg.eval.n, temperature=cfg.eval.temperature, max_new_tokens=max_new,
+            seed=cfg.seed,
+        )  # fmt: skip
+        history.setdefault("eval", []).append({"step": step, **metrics})
+        return metrics
+
+    eval_on = cfg.eval.every > 0 or cfg.eval.at_start_and_end
+    if eval_on and eval_prompts and start_step == 0:
+        loggers.log(run_eval(0), step=0)
+
+    # ---- the loop
+    step = start_step
+    with GracefulStop() as stop:
+        for step in range(start_step + 1, cfg.steps + 1):
+            timer = PhaseTimer()
+            with timer("rollout"):
+                batch = [train_examples[i] for i in sampler.next(B)]
+                prompts = build_prompts(batch, cfg, tokenizer)
+                tokenize_prompts(
+                    tokenizer, prompts, cfg.rollout.max_prompt_tokens
+                )  # fail early on long prompts
+                sampling = SamplingSettings.from_config(cfg.rollout, seed=cfg.seed * 1_000_003 + step)
+                completions = engine.generate(prompts, sampling)  # [N], prompt-major
+            with timer("reward"):
+                scored = score_completions(task, prompts, completions)
+                rewards = torch.tensor(scored.totals, dtype=torch.float32)  # [N]
+                if cfg.algo.overlong_buffer > 0:
+                    lengths = torch.tensor([len(c.token_ids) for c in completions])  # [N]
+                    rewards = rewards + overlong_penalty(
+                        lengths,
+                        cfg.rollout.max_new_tokens,
+                        cfg.algo.overlong_buffer,
+                        cfg.algo.overlong_penalty,
+                    )  # [N]
+                advantages = group_advantages(rewards, G, normalize=cfg.algo.advantage_normalize)  # [N]
+                keep = torch.ones(len(completions), dtype=torch.bool)  # [N]
+                dropped_groups = 0
+                if cfg.algo.dynamic_sampling:
+                    keep, dropped = filter_zero_variance_groups(rewards, G)  # [N], 0-dim
+                    dropped_groups = int(dropped)
+                if cfg.algo.mask_truncated:
+                    keep &= torch.tensor([not c.truncated for c in completions])
+            sequences = [(c.prompt_token_ids, c.token_ids) for c in completions]
+            with timer("learner"):
+                engine.sleep()
+                metrics = rollout_metrics(completions, scored, G)
+                if bool(keep.any()):
+                    metrics |= learner.train_step(
+                        sequences,
+                        advantages,
+                        rollout_logprobs=[c.logprobs or [] for c in completions],
+                        loss_mask=keep,
+                    )
+                engine.wake()
+            with timer("sync"):
+                metrics["sync/push_s"] = push_weights(
+                    engine, learner.named_parameters_for_sync(), version=step
+                )
+                if cfg.sync.verify and step % cfg.sync.verify_every == 0:
+                    probe = make_probe(completions, cfg.sync.probe_size)
+                    metrics |= verify_sync(
+                        engine, learner.logprobs, probe, max_abs_diff=cfg.sync.max_abs_logprob_diff
+                    )
+            metrics |= timer.metrics()
+            n_tokens = sum(len(c.token_ids) for c in completions)
+            metrics["perf/rollout_tokens_per_s"] = n_tokens / max(1e-9, timer.seconds["rollout"])
+            metrics["algo/advantage_abs_mean"] = float(advantages.abs().mean())
+            metrics["algo/dropped_groups"] = float(dropped_groups)
+            metrics["algo/loss_rows"] = float(keep.sum())
+            metrics["train/step"] = float(step)
+            if step == 1:
+                history["first"] = {k: v for k, v in metrics.items() if k.startswith("reward/")}
+            history["last"] = {k: v for k, v in metrics.items() if k.startswith("reward/")}
+            if cfg.eval.every > 0 and step % cfg.eval.every == 0 and step != cfg.steps:
+                metrics |= run_eval(step)
+            loggers.log(metrics, step=step)
+            if cfg.log.samples_every > 0 and step % cfg.log.samples_every == 0:
+                loggers.log_samples(sample_rows(prompts, completions, scored, cfg.log.num_samples), step=step)
+            last = step == cfg.steps or stop.requested
+            if (cfg.checkpoint.every > 0 and step % cfg.checkpoint.every == 0) or last:
+                save(step)
+            if stop.requested:
+                log.warning(
+                    "stopped after step %d; checkpoint saved in %s; rerun the same command to resume",
+                    step,
+                    run_dir,
+                )
+                break
+
+    # ---- the end: final evaluation, export, summary
+    summary: dict[str, Any] = {"run_dir": str(run_dir), "steps_done": step, "history": history}
+    if step == cfg.steps:
+        if eval_on and eval_prompts:
+            final = run_eval(step)
+            loggers.log(final, step=step)
+        if cfg.checkpoint.save_final_model:
+            learner.save_pretrained(run_dir / "final_model", tokenizer_path=model_path)
+            summary["final_model"] = str(run_dir / "final_model")
+    loggers.close()
+    engine.close()
+    if rank == 0:
+        ckpt.atomic_write_json(run_dir / "summary.json", summary)
+        log.info(format_summary(summary))
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The closing lines of a run: start vs end reward and held-out accuracy, where things are."""
+    history = summary.get("history", {})
+    first, last = history.get("first", {}), history.get("last", {})
+    lines = [f"run finished: {summary['steps_done']} steps, run directory {summary['run_dir']}"]
+    if first and last:
+        lines.append(
+            f"  train reward  {first.get('reward/mean', 0):.3f} -> {last.get('reward/mean', 0):.3f}   "
+            f"accuracy {first.get('reward/accuracy', 0):.3f} -> {last.get('reward/accuracy', 0):.3f}"
+        )
+    evals = history.get("eval", [])
+    if len(evals) >= 2:
+        lines.append(
+            f"  held-out accuracy {evals[0]['eval/accuracy']:.3f} (step {evals[0]['step']}) -> "
+            f"{evals[-1]['eval/accuracy']:.3f} (step {evals[-1]['step']})"
+        )
+    lines.append(
+        f"  metrics: {summary['run_dir']}/metrics.jsonl   samples: {summary['run_dir']}/samples.jsonl"
+    )
+    if "final_model" in summary:
+        lines.append(f"  final model: {summary['final_model']}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Console entry point: Hydra composes conf/config.yaml + overrides into a RunConfig, then `run`."""
+    import hydra
+
+    setup_environment()
+    register_configs()
+
+    @hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")
+    def _entry(dict_cfg: Any) -> None:
+        logging.getLogger("r1zero").setLevel(logging.INFO)
+        cfg = to_run_config(dict_cfg)
+        started = time.time()
+        run(cfg)
+        log.info("wall time %.0f s", time.time() - started)
+
+    _entry()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""r1zero.algo.logprobs: chunked log-probs / entropy equal the naive float64 computation, and save little."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import r1zero.algo.logprobs as logprobs_module
+from r1zero.algo import entropy_from_logits, hidden_to_logprobs, token_logprobs
+
+F64 = torch.float64
+
+
+def naive_logprobs(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Reference: full float64 log_softmax then gather. [..., V], [...] -> [...]."""
+    log_p = torch.log_softmax(logits.double() / temperature, dim=-1)  # [..., V]
+    return log_p.gather(-1, labels.unsqueeze(-1)).squeeze(-1)  # [...]
+
+
+def naive_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Reference: -sum p log p in float64. [..., V] -> [...]."""
+    log_p = torch.log_softmax(logits.double() / temperature, dim=-1)  # [..., V]
+    return -(log_p.exp() * log_p).sum(-1)  # [...]
+
+
+# ---------------------------------------------------------------------------------------------- hand values
+def test_docstring_examples() -> None:
+    ln3 = math.log(3)
+    # softmax([0, ln 3]) = [1/4, 3/4] -> log 3/4 = -.287682
+    assert token_logprobs(torch.tensor([[0.0, ln3]]), torch.tensor([1])).item() == pytest.approx(
+        math.log(0.75)
+    )
+    # temperature 2: logits [0, ln 3 / 2] = [0, ln sqrt3] -> log(sqrt3 / (1 + sqrt3)) = -.455700
+    s3 = math.sqrt(3)
+    lp = token_logprobs(torch.tensor([[0.0, ln3]]), torch.tensor([1]), temperature=2.0)
+    assert lp.item() == pytest.approx(math.log(s3 / (1 + s3)), rel=1e-6)
+    # uniform over 4 -> ln 4; [0, -inf] -> a point mass -> 0
+    ent = entropy_from_logits(torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.0, -float("inf"), -float("inf"), 0.0]]))
+    torch.testing.assert_close(ent, torch.tensor([math.log(4), math.log(2)]))
+    # hidden [1, 0] @ weight.T = [0, ln 3]: logprob log .75; entropy -(.25 ln .25 + .75 ln .75) = .562335
+    lp, h_ent = hidden_to_logprobs(
+        torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 0.0], [ln3, 0.0]]), torch.tensor([1])
+    )
+    assert lp.item() == pytest.approx(math.log(0.75), rel=1e-6)
+    assert h_ent is not None and h_ent.item() == pytest.approx(
+        -(0.25 * math.log(0.25) + 0.75 * math.log(0.75)), rel=1e-6
+    )
+
+
+# ---------------------------------------------------------------------------------------------- token_logprobs
+@settings(deadline=None, max_examples=30)
+@given(
+    rows=st.integers(1, 13),
+    vocab=st.integers(1, 17),
+    chunk=st.integers(1, 20),
+    temperature=st.sampled_from([1.0, 0.7, 1.3]),
+    seed=st.integers(0, 2**16),
+)
+def test_token_logprobs_match_naive_values_and_grads(
+    rows: int, vocab: int, chunk: int, temperature: float, seed: int
+) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    logits = (3 * torch.randn(rows, vocab, generator=gen, dtype=F64)).requires_grad_()  # [M, V]
+    labels = torch.randint(0, vocab, (rows,), generator=gen)  # [M]
+    weights = torch.randn(rows, generator=gen, dtype=F64)  # [M]: a random upstream gradient
+    ours = token_logprobs(logits, labels, temperature=temperature, chunk_size=chunk)  # [M]
+    (grad_ours,) = torch.autograd.grad((ours * weights).sum(), logits)
+    ref = naive_logprobs(logits, labels, temperature)  # [M]
+    (grad_ref,) = torch.autograd.grad((ref * weights).sum(), logits)
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad_ours, grad_ref, rtol=1e-12, atol=1e-12)
+
+
+def test_token_logprobs_3d_and_bf16() -> None:
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 11, generator=gen).to(torch.bfloat16).requires_grad_()  # [N, T, V]
+    labels = torch.randint(0, 11, (2, 5), generator=gen)  # [N, T]
+    ours = token_logprobs(logits, labels, chunk_size=3)  # [N, T]
+    assert ours.shape == (2, 5) and ours.dtype == torch.float32
+    # computed in float32 from the bf16 values: equal to a float64 reference to float32 precision
+    torch.testing.assert_close(ours.double(), naive_logprobs(logits.detach(), labels), rtol=0, atol=1e-6)
+    ours.sum().backward()
+    assert logits.grad is not None and logits.grad.dtype == torch.bfloat16
+
+
+def test_token_logprobs_gradcheck() -> None:
+    logits = torch.randn(5, 4, dtype=F64, requires_grad=True)
+    labels = torch.tensor([0, 3, 1, 1, 2])
+    assert torch.autograd.gradcheck(
+        lambda x: token_logprobs(x, labels, temperature=0.8, chunk_size=2), (logits,)
+    )
+
+
+# ---------------------------------------------------------------------------------------------- entropy
+@pytest.mark.parametrize(("chunk", "temperature"), [(1, 1.0), (4, 0.6), (100, 1.0)])
+def test_entropy_matches_minus_sum_p_log_p(chunk: int, temperature: float) -> None:
+    logits = 2 * torch.randn(3, 7, 9, dtype=F64, generator=torch.Generator().manual_seed(1))  # [N, T, V]
+    ours = entropy_from_logits(logits, chunk_size=chunk, temperature=temperature)  # [N, T]
+    torch.testing.assert_close(ours, naive_entropy(logits, temperature), rtol=1e-12, atol=1e-12)
+
+
+def test_entropy_is_a_metric_unless_grad_requested() -> None:
+    logits = torch.randn(4, 6, dtype=F64, requires_grad=True)
+    assert not entropy_from_logits(logits).requires_grad
+    ours = entropy_from_logits(logits, grad=True, chunk_size=3)
+    (grad_ours,) = torch.autograd.grad(ours.sum(), logits)
+    (grad_ref,) = torch.autograd.grad(naive_entropy(logits).sum(), logits)
+    torch.testing.assert_close(grad_ours, grad_ref)
+
+
+def test_bad_chunk_or_temperature_raise() -> None:
+    with pytest.raises(ValueError, match="chunk_size"):
+        token_logprobs(torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), chunk_size=0)
+    with pytest.raises(ValueError, match="temperature"):
+        entropy_from_logits(torch.zeros(1, 2), temperature=0.0)
+
+
+# ---------------------------------------------------------------------------------------------- hidden_to_logprobs
+@pytest.mark.parametrize(
+    ("rows", "chunk", "temperature"), [(13, 4, 1.0), (13, 1, 0.7), (8, 8, 1.0), (5, 64, 1.3)]
+)
+def test_hidden_to_logprobs_matches_naive(rows: int, chunk: int, temperature: float) -> None:
+    gen = torch.Generator().manual_seed(rows * chunk)
+    hidden = torch.randn(rows, 6, generator=gen, dtype=F64, requires_grad=True)  # [M, H]
+    weight = torch.randn(23, 6, generator=gen, dtype=F64, requires_grad=True)  # [V, H]
+    labels = torch.randint(0, 23, (rows,), generator=gen)  # [M]
+    upstream = torch.randn(rows, generator=gen, dtype=F64)  # [M]
+
+    lp, ent = hidden_to_logprobs(hidden, weight, labels, temperature=temperature, chunk_size=chunk)
+    grads = torch.autograd.grad((lp * upstream).sum(), (hidden, weight))
+    logits = hidden @ weight.t()  # [M, V]
+    ref = naive_logprobs(logits, labels, temperature)  # [M]
+    ref_grads = torch.autograd.grad((ref * upstream).sum(), (hidden, weight))
+
+    torch.testing.assert_close(lp, ref, rtol=1e-12, atol=1e-12)
+    assert ent is not None and not ent.requires_grad
+    torch.testing.assert_close(ent, naive_entropy(logits.detach(), temperature), rtol=1e-12, atol=1e-12)
+    for ours, expected in zip(grads, ref_grads):
+        torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_hidden_to_logprobs_shapes_options_and_gradcheck() -> None:
+    hidden = torch.randn(2, 3, 4, dtype=F64, requires_grad=True)  # [N, T, H]
+    weight = torch.randn(5, 4, dtype=F64, requires_grad=True)  # [V, H]
+    labels = torch.randint(0, 5, (2, 3))  # [N, T]
+    lp, ent = hidden_to_logprobs(hidden, weight, labels, with_entropy=False, chunk_size=4)
+    assert lp.shape == (2, 3) and ent is None
+    # only the hidden states need a gradient (e.g. a frozen lm_head)
+    (grad_h,) = torch.autograd.grad(lp.sum(), hidden)
+    assert grad_h.shape == hidden.shape
+    assert torch.autograd.gradcheck(
+        lambda h, w: hidden_to_logprobs(h, w, labels, temperature=0.9, chunk_size=4)[0], (hidden, weight)
+    )
+
+
+@pytest.mark.parametrize("cast_block", [2, 256])
+def test_hidden_to_logprobs_bf16_close_to_float32(monkeypatch: pytest.MonkeyPatch, cast_block: int) -> None:
+    # half inputs are cast to float32 a block of rows at a time; a block of 2 rows exercises the loop
+    monkeypatch.setattr(logprobs_module, "_CAST_BLOCK", cast_block)
+    gen = torch.Generator().manual_seed(3)
+    hidden = torch.randn(9, 16, generator=gen)  # [M, H]
+    weight = torch.randn(40, 16, generator=gen) / 4  # [V, H]
+    labels = torch.randint(0, 40, (9,), generator=gen)  # [M]
+    h16, w16 = hidden.bfloat16().requires_grad_(), weight.bfloat16().requires_grad_()
+    lp, _ = hidden_to_logprobs(h16, w16, labels, chunk_size=4)
+    assert lp.dtype == torch.float32
+    ref = naive_logprobs(h16.detach().float() @ w16.detach().float().t(), labels)  # [M]
+    torch.testing.assert_close(lp.double(), ref, rtol=0, atol=0.05)  # bf16 matmul rounding only
+    lp.sum().backward()
+    assert w16.grad is not None and w16.grad.dtype == torch.bfloat16
+    assert h16.grad is not None
+    h32, w32 = h16.detach().float().requires_grad_(), w16.detach().float().requires_grad_()
+    naive_logprobs(h32 @ w32.t(), labels).sum().backward()
+    torch.testing.assert_close(h16.grad.float(), h32.grad, rtol=0.05, atol=0.02)
+    torch.testing.assert_close(w16.grad.float(), w32.grad, rtol=0.05, atol=0.02)
+
+
+def test_inputs_are_not_modified() -> None:
+    # the chunk buffers are updated in place: they must never be the caller's tensors
+    logits = torch.randn(6, 5, requires_grad=True)
+    hidden, weight = torch.randn(6, 3, requires_grad=True), torch.randn(5, 3, requires_grad=True)
+    labels = torch.randint(0, 5, (6,))
+    before = [x.detach().clone() for x in (logits, hidden, weight)]
+    token_logprobs(logits, labels, chunk_size=4).sum().backward()
+    entropy_from_logits(logits.detach(), chunk_size=4)
+    hidden_to_logprobs(hidden, weight, labels, chunk_size=4)[0].sum().backward()
+    for x, copy in zip((logits, hidden, weight), before):
+        assert torch.equal(x.detach(), copy)
+
+
+# ---------------------------------------------------------------------------------------------- memory
+def saved_bytes(fn: object, inputs: tuple[torch.Tensor, ...]) -> int:
+    """Bytes that autograd saves for backward while running fn(), excluding storage shared with `inputs`."""
+    input_ptrs = {x.untyped_storage().data_ptr() for x in inputs}
+    total = 0
+
+    def pack(x: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        if x.untyped_storage().data_ptr() not in input_ptrs:
+            total += x.untyped_storage().nbytes()
+        return x
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
+        fn()  # type: ignore[operator]
+    return total
+
+
+def test_hidden_to_logprobs_saves_no_vocab_sized_tensor() -> None:
+    rows, h, vocab = 256, 8, 2048  # one float32 [M, V] = 2 MiB
+    hidden = torch.randn(rows, h, requires_grad=True)  # [M, H]
+    weight = torch.randn(vocab, h, requires_grad=True)  # [V, H]
+    labels = torch.randint(0, vocab, (rows,))  # [M]
+    inputs = (hidden, weight, labels)
+    full = rows * vocab * 4
+
+    def naive() -> None:
+        torch.log_softmax((hidden @ weight.t()).float(), -1).gather(1, labels[:, None])
+
+    ours = saved_bytes(lambda: hidden_to_logprobs(hidden, weight, labels, chunk_size=32), inputs)
+    naive_bytes = saved_bytes(naive, inputs)
+    assert naive_bytes >= full  # the naive graph keeps the [M, V] log-softmax (and more)
+    assert ours <= rows * 8  # only the per-row logsumexp [M] float32 (4 bytes/row) is new
+    token = saved_bytes(lambda: token_logprobs(hidden @ weight.t(), labels, chunk_size=32), inputs)
+    assert token <= full + rows * 8  # token_logprobs keeps the logits it was given, no float32 copy on top
