@@ -13,6 +13,7 @@ each rank keeps whole groups, so advantages need no communication.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import time
@@ -36,10 +37,8 @@ class GracefulStop:
 
     def __enter__(self) -> GracefulStop:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
+            with contextlib.suppress(ValueError):  # not the main thread (e.g. a test runner thread)
                 self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread (e.g. under a test runner thread)
-                pass
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
