@@ -162,8 +162,13 @@ def build_engine(model: nn.Module, cfg: LearnerConfig, *, total_steps: int, worl
     import deepspeed
     import deepspeed.ops
 
+    from deepspeed.utils import groups
+
     # Skip the shared-memory comm op: it JIT-compiles for ~2 minutes on CPU and gloo does the job.
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    # DeepSpeed caches a clone of the world group; an earlier run in this process (tests, notebooks) may have
+    # torn the default group down since (vLLM's shutdown does), which would leave that clone dangling.
+    groups._WORLD_GROUP = None
     engine, _, _, _ = deepspeed.initialize(
         model=model,
         model_parameters=[p for p in model.parameters() if p.requires_grad],

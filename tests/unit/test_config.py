@@ -1,0 +1,90 @@
+"""Config schema: validation messages name the field and the allowed values; every conf file composes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from r1zero.config import (
+    AlgoConfig,
+    LearnerConfig,
+    RolloutConfig,
+    RunConfig,
+    TaskConfig,
+    register_configs,
+    to_run_config,
+)
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: RolloutConfig(group_size=1), r"rollout\.group_size must be >= 2"),
+        (lambda: RolloutConfig(engine="sglang"), r"rollout\.engine must be one of vllm, hf; got 'sglang'"),
+        (lambda: RolloutConfig(temperature=0), r"rollout\.temperature must be > 0"),
+        (lambda: AlgoConfig(clip_low=1.5), r"algo\.clip_low must be in \[0, 1\)"),
+        (lambda: AlgoConfig(loss_aggregation="mean"), r"algo\.loss_aggregation must be one of token_mean"),
+        (lambda: AlgoConfig(kl_coef=-1), r"algo\.kl_coef must be >= 0"),
+        (lambda: LearnerConfig(zero_stage=4), r"learner\.zero_stage must be one of 0, 1, 2, 3; got 4"),
+        (lambda: LearnerConfig(precision="fp8"), r"learner\.precision must be one of fp32, bf16"),
+        (lambda: TaskConfig(template="alpaca"), r"task\.template must be one of r1zero, chat"),
+        (lambda: TaskConfig(fewshot=[["only a question"]]), r"task\.fewshot\[0\] must be a \[user, assistant\] pair"),
+        (lambda: RunConfig(steps=0), r"steps must be >= 1"),
+        (
+            lambda: RunConfig(rollout=RolloutConfig(max_new_tokens=64), algo=AlgoConfig(overlong_buffer=64)),
+            r"algo\.overlong_buffer \(64\) must be < rollout\.max_new_tokens \(64\)",
+        ),
+    ],
+)
+def test_bad_values_name_the_field(build, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def _compose(*overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        return compose("config", overrides=list(overrides))
+
+
+def test_defaults_compose_to_a_typed_config() -> None:
+    cfg = to_run_config(_compose())
+    assert isinstance(cfg, RunConfig)
+    assert cfg.run_dir == f"runs/{cfg.task.name}-{cfg.model.name}-seed{cfg.seed}"
+    assert cfg.completions_per_step == cfg.rollout.prompts_per_step * cfg.rollout.group_size
+
+
+def test_bad_override_from_the_command_line_is_reported() -> None:
+    with pytest.raises(ValueError, match=r"rollout\.group_size must be >= 2"):
+        to_run_config(_compose("rollout.group_size=1"))
+    with pytest.raises(Exception, match="nonexistent_field"):
+        _compose("algo.nonexistent_field=3")
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+def test_every_experiment_composes(name: str) -> None:
+    cfg = to_run_config(_compose(f"experiment={name}"))
+    assert cfg.experiment == name
+    # A recipe names its model explicitly, never the test default.
+    assert cfg.model.name not in ("tiny", "small")
+
+
+@pytest.mark.parametrize(
+    "group",
+    ["model", "task", "algo", "rollout", "learner", "logger"],
+)
+def test_every_group_option_composes(group: str) -> None:
+    for option in sorted(p.stem for p in (CONF / group).glob("*.yaml")):
+        to_run_config(_compose(f"{group}={option}"))
+
+
+def test_algo_presets_say_what_they_are() -> None:
+    dr = to_run_config(_compose("algo=dr_grpo")).algo
+    assert (dr.advantage_normalize, dr.loss_aggregation) == ("none", "seq_mean_token_sum_norm")
+    dapo = to_run_config(_compose("algo=dapo")).algo
+    assert (dapo.clip_low, dapo.clip_high, dapo.loss_aggregation, dapo.dynamic_sampling) == (0.2, 0.28, "token_mean", True)
