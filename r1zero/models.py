@@ -217,8 +217,7 @@ def load_smollm2(path: str | Path) -> Path:
         config = gguf_model.config
         if hasattr(config, "quantization_config"):
             del config.quantization_config
-        config.torch_dtype = torch.bfloat16
-        model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.bfloat16)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
         model.load_state_dict(gguf_model.state_dict())
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

@@ -94,16 +94,8 @@ def _mean(values: Sequence[float]) -> float:
     return float(sum(values) / len(values)) if values else 0.0
 
 
-def _percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return 0.0
-    k = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return float(ordered[k])
-
-
 def rollout_metrics(completions: Sequence[Completion], scored: Scored, group_size: int) -> dict[str, float]:
-    """reward/* and rollout/* statistics of one step.
+    """reward/* and rollout/* statistics of one step (length distributions: r1zero.aha.aha_step_metrics).
 
     Example: rewards [1, 0, 1, 1] with G = 2 -> reward/mean 0.75, rollout/zero_std_group_frac 0.5.
     """
@@ -113,11 +105,8 @@ def rollout_metrics(completions: Sequence[Completion], scored: Scored, group_siz
     metrics = {
         "reward/mean": _mean(scored.totals),
         "reward/std": statistics.pstdev(scored.totals) if len(scored.totals) > 1 else 0.0,
-        "rollout/length/mean": _mean(lengths),
+        # mean / percentiles / max / truncated fraction of lengths: r1zero.aha.length_stats
         "rollout/length/min": float(min(lengths, default=0)),
-        "rollout/length/max": float(max(lengths, default=0)),
-        "rollout/length/p50": _percentile(lengths, 0.5),
-        "rollout/truncated_frac": _mean([1.0 if c.truncated else 0.0 for c in completions]),
         "rollout/zero_std_group_frac": _mean([1.0 if max(g) == min(g) else 0.0 for g in groups]),
         "rollout/num_completions": float(len(completions)),
         "rollout/policy_version_lag": float(

@@ -76,8 +76,9 @@ def run(cfg: RunConfig) -> dict[str, Any]:
 
     from r1zero import checkpoint as ckpt
     from r1zero import distributed
+    from r1zero.aha import FirstSeenTracker, aha_step_metrics
     from r1zero.algo import filter_zero_variance_groups, group_advantages, overlong_penalty
-    from r1zero.evaluation import evaluate
+    from r1zero.eval import evaluate_model
     from r1zero.learner.learner import Learner
     from r1zero.logging import build_loggers
     from r1zero.models import resolve_model
@@ -120,12 +121,15 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         model_path, cfg.learner, cfg.algo, total_steps=cfg.steps, max_response_len=cfg.rollout.max_new_tokens,
         trust_remote_code=cfg.model.trust_remote_code,
     )  # fmt: skip
-    engine = build_engine(model_path, cfg.rollout, seed=cfg.seed)
+    engine = build_engine(
+        model_path, cfg.rollout, seed=cfg.seed, trust_remote_code=cfg.model.trust_remote_code
+    )
     sampler = PromptSampler(len(train_examples), seed=cfg.seed)
     G, B = cfg.rollout.group_size, cfg.rollout.prompts_per_step
 
     # ---- resume from the latest valid checkpoint in run_dir
     start_step, wandb_id, history = 0, None, {}
+    first_seen = FirstSeenTracker()
     latest = ckpt.find_latest_checkpoint(run_dir) if cfg.checkpoint.resume else None
     if latest is not None:
         meta = ckpt.load_meta(latest)
@@ -153,12 +157,17 @@ def run(cfg: RunConfig) -> dict[str, Any]:
             learner.save_state(folder)
             ckpt.save_rng_state(folder / f"rng_rank{rank}.pt")
 
-        extra = {"sampler": sampler.state(), "wandb_id": getattr(loggers, "run_id", None), "history": history}
+        extra = {
+            "sampler": sampler.state(),
+            "wandb_id": getattr(loggers, "run_id", None),
+            "history": history,
+            "first_seen": first_seen.state_dict(),
+        }
         ckpt.save_checkpoint(run_dir, step, write, extra=extra, keep_last=cfg.checkpoint.keep_last)
 
     def run_eval(step: int) -> dict[str, float]:
         max_new = cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens
-        metrics, _, _ = evaluate(
+        metrics, _ = evaluate_model(
             engine, eval_prompts, task, n=cfg.eval.n, temperature=cfg.eval.temperature, max_new_tokens=max_new,
             seed=cfg.seed,
         )  # fmt: skip
@@ -202,9 +211,16 @@ def run(cfg: RunConfig) -> dict[str, Any]:
                 if cfg.algo.mask_truncated:
                     keep &= torch.tensor([not c.truncated for c in completions])
             sequences = [(c.prompt_token_ids, c.token_ids) for c in completions]
+            metrics = rollout_metrics(completions, scored, G)
+            metrics |= aha_step_metrics(
+                scored.texts,
+                [len(c.token_ids) for c in completions],
+                scored.components.get("correct", [0.0] * len(completions)),
+                [c.truncated for c in completions],
+            )
+            first_seen.update(step, metrics)
             with timer("learner"):
                 engine.sleep()
-                metrics = rollout_metrics(completions, scored, G)
                 if bool(keep.any()):
                     metrics |= learner.train_step(
                         sequences,
@@ -219,9 +235,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
                 )
                 if cfg.sync.verify and step % cfg.sync.verify_every == 0:
                     probe = make_probe(completions, cfg.sync.probe_size)
-                    metrics |= verify_sync(
-                        engine, learner.logprobs, probe, max_abs_diff=cfg.sync.max_abs_logprob_diff
-                    )
+                    metrics |= verify_sync(engine, learner.logprobs, probe, max_abs_diff=cfg.sync_threshold)
             metrics |= timer.metrics()
             n_tokens = sum(len(c.token_ids) for c in completions)
             metrics["perf/rollout_tokens_per_s"] = n_tokens / max(1e-9, timer.seconds["rollout"])

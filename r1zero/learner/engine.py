@@ -63,7 +63,7 @@ def deepspeed_config(cfg: LearnerConfig, *, world_size: int) -> dict[str, Any]:
     return config
 
 
-def attach_logprob_head(model: nn.Module, chunk_size: int) -> None:
+def attach_logprob_head(model: Any, chunk_size: int) -> None:
     """Make `model.lm_head(hidden, labels, temperature)` return (logprobs, entropy) computed in chunks.
 
     The lm_head module keeps its parameters, so ZeRO-3 still gathers its weight around the call (and in
@@ -73,7 +73,7 @@ def attach_logprob_head(model: nn.Module, chunk_size: int) -> None:
     if getattr(head, "bias", None) is not None:
         raise ValueError("the chunked logprob head supports lm_heads without bias (Llama/Qwen/Mistral style)")
 
-    def forward(self: nn.Module, hidden: Tensor, labels: Tensor, temperature: float = 1.0):
+    def forward(self: Any, hidden: Tensor, labels: Tensor, temperature: float = 1.0):
         return hidden_to_logprobs(hidden, self.weight, labels, temperature=temperature, chunk_size=chunk_size)
 
     head.forward = types.MethodType(forward, head)
@@ -161,7 +161,6 @@ def build_engine(model: nn.Module, cfg: LearnerConfig, *, total_steps: int, worl
         return TorchEngine(model, cfg, schedule)
     import deepspeed
     import deepspeed.ops
-
     from deepspeed.utils import groups
 
     # Skip the shared-memory comm op: it JIT-compiles for ~2 minutes on CPU and gloo does the job.

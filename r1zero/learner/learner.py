@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -62,11 +63,14 @@ class Learner:
             self.ref_model = ref.to(self.device).eval().requires_grad_(False)
 
     # ------------------------------------------------------------------------------------------ forward
-    def _forward(self, model: torch.nn.Module, batch: PackedBatch, width: int) -> tuple[Tensor, Tensor]:
+    def _forward(self, model: Any, batch: PackedBatch, width: int) -> tuple[Tensor, Tensor]:
         """Response logprobs and entropy [n, width] for one packed micro-batch."""
         body = model.get_decoder() if hasattr(model, "get_decoder") else model.model
         hidden = body(
-            input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False
+            input_ids=batch.input_ids,
+            position_ids=batch.position_ids,
+            attention_mask=batch.attention_mask,
+            use_cache=False,
         ).last_hidden_state  # [1, S, H]
         targets = hidden[0, batch.target_pos]  # [M, H]
         logprobs, entropy = model.get_output_embeddings()(targets, batch.labels)  # [M], [M]
@@ -75,7 +79,7 @@ class Learner:
     def _micro_batches(self, sequences: Sequence[TokenSequence]) -> list[PackedBatch]:
         lengths = [len(p) + len(r) for p, r in sequences]
         plan = plan_micro_batches(lengths, self.cfg.micro_batch_size)
-        return [pack(sequences, rows).to(self.device) for rows in plan]
+        return [pack(sequences, rows, share_prompts=self.cfg.share_prompts).to(self.device) for rows in plan]
 
     @torch.no_grad()
     def logprobs(self, sequences: Sequence[TokenSequence], *, reference: bool = False) -> list[Tensor]:

@@ -53,6 +53,7 @@ class _Checker:
 
     def _readline(self, deadline: float) -> dict | None:
         """Next JSON reply, None past the deadline; CheckerDied on EOF."""
+        assert self.proc.stdout is not None  # started with stdout=PIPE
         fd = self.proc.stdout.fileno()
         while b"\n" not in self._buf:
             remaining = deadline - time.monotonic()
@@ -82,6 +83,7 @@ class _Checker:
         self._next_id += 1
         # The checker stops itself a little before our deadline, so that it usually survives a slow answer.
         job = {"id": self._next_id, "pred": pred, "gold": gold, "budget": 0.8 * timeout_s}
+        assert self.proc.stdin is not None  # started with stdin=PIPE
         try:
             self.proc.stdin.write((json.dumps(job) + "\n").encode())
             self.proc.stdin.flush()
@@ -97,7 +99,8 @@ class _Checker:
     def kill(self) -> None:
         for stream in (self.proc.stdin, self.proc.stdout):
             with contextlib.suppress(OSError):
-                stream.close()
+                if stream is not None:
+                    stream.close()
         if self.proc.poll() is None:
             self.proc.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):  # else a zombie the OS reaps later

@@ -88,14 +88,14 @@ class _Parser:
     def expr(self) -> Fraction | None:
         value = self.term()
         while value is not None and self.peek() in ("+", "-"):
-            op, rhs = self.take(), self.term()
+            op, rhs = str(self.take()), self.term()
             value = None if rhs is None else _OPS[op](value, rhs)
         return value
 
     def term(self) -> Fraction | None:
         value = self.factor()
         while value is not None and self.peek() in ("*", "/"):
-            op, rhs = self.take(), self.factor()
+            op, rhs = str(self.take()), self.factor()
             if rhs is None or (op == "/" and rhs == 0):
                 return None
             value = _OPS[op](value, rhs)

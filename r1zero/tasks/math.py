@@ -7,6 +7,8 @@ an `answer` field wins, else the last `\\boxed{}` of the solution (braces balanc
 
 from __future__ import annotations
 
+from typing import Any
+
 from r1zero.rewards.math import last_boxed
 from r1zero.tasks.io import Row, convert_rows, get_str, read_hub_rows, read_rows, subsample
 from r1zero.types import Example
@@ -31,7 +33,7 @@ def _from_row(row: Row, uid: str) -> Example:
         answer = get_str(row, "answer").strip()
     else:
         answer = extract_math_answer(get_str(row, "solution"))
-    meta = {k: row[k] for k in ("level", "type", "subject") if k in row}
+    meta: dict[str, Any] = {k: row[k] for k in ("level", "type", "subject") if k in row}
     return Example(question=problem, answer=answer, uid=f"math/{uid}", meta=meta)
 
 

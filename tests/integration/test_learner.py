@@ -13,15 +13,15 @@ from r1zero.config import AlgoConfig, LearnerConfig
 from r1zero.learner.learner import Learner
 
 
-def _sequences(seed: int, n: int = 6) -> list[tuple[list[int], list[int]]]:
+def _sequences(seed: int, n: int = 6, group_size: int = 2) -> list[tuple[list[int], list[int]]]:
+    """n (prompt, response) pairs; each run of `group_size` shares its prompt (as G samples of one prompt do)."""
     rng = random.Random(seed)
-    return [
-        (
-            [rng.randint(3, 1000) for _ in range(rng.randint(2, 9))],
-            [rng.randint(3, 1000) for _ in range(rng.randint(1, 7))],
-        )
-        for _ in range(n)
-    ]
+    out = []
+    for i in range(n):
+        if i % group_size == 0:
+            prompt = [rng.randint(3, 1000) for _ in range(rng.randint(2, 9))]
+        out.append((prompt, [rng.randint(3, 1000) for _ in range(rng.randint(1, 7))]))
+    return out
 
 
 def _naive_logprobs(model_path: str, sequences) -> list[torch.Tensor]:
@@ -44,12 +44,19 @@ def _process_group() -> None:
     distributed.init_process_group()
 
 
-@pytest.mark.parametrize("backend,stage", [("torch", 0), ("deepspeed", 2)])
-def test_packed_logprobs_match_plain_forward(tiny_model_path: str, backend: str, stage: int) -> None:
-    sequences = _sequences(0)
+@pytest.mark.parametrize(
+    "backend,stage,share",
+    [("torch", 0, True), ("torch", 0, False), ("deepspeed", 2, True), ("deepspeed", 3, True)],
+)
+def test_packed_logprobs_match_plain_forward(
+    tiny_model_path: str, backend: str, stage: int, share: bool
+) -> None:
+    sequences = _sequences(0, n=7, group_size=3)
     learner = Learner(
         tiny_model_path,
-        LearnerConfig(backend=backend, zero_stage=stage, micro_batch_size=4, logprob_chunk_size=5),
+        LearnerConfig(
+            backend=backend, zero_stage=stage, micro_batch_size=5, logprob_chunk_size=5, share_prompts=share
+        ),
         AlgoConfig(),
         total_steps=1,
         max_response_len=8,
@@ -61,20 +68,27 @@ def test_packed_logprobs_match_plain_forward(tiny_model_path: str, backend: str,
         assert torch.allclose(g, w, atol=1e-4), (g - w).abs().max()
 
 
-def _updated_params(model_path: str, micro_batch_size: int, aggregation: str) -> dict[str, torch.Tensor]:
+def _updated_params(
+    model_path: str, micro_batch_size: int, aggregation: str, share: bool = True
+) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
     learner = Learner(
         model_path,
         # Adam with eps 10 and lr 10 moves each weight by 10 * g / (|g| + 10) ~ g: the update is (nearly) the
         # accumulated gradient itself, so any error in gradient accumulation shows in the weights.
         LearnerConfig(
-            backend="torch", micro_batch_size=micro_batch_size, lr=10.0, adam_eps=10.0, max_grad_norm=0.0
+            backend="torch",
+            micro_batch_size=micro_batch_size,
+            lr=10.0,
+            adam_eps=10.0,
+            max_grad_norm=0.0,
+            share_prompts=share,
         ),
         AlgoConfig(loss_aggregation=aggregation),
         total_steps=1,
         max_response_len=8,
     )
-    sequences = _sequences(1, n=8)
+    sequences = _sequences(1, n=8, group_size=4)
     advantages = torch.tensor([1.0, -1.0, 0.5, -0.5, 2.0, -2.0, 0.0, 1.0])
     learner.train_step(sequences, advantages)
     return {k: v.detach().clone() for k, v in learner.module.named_parameters()}
@@ -90,8 +104,9 @@ def test_gradient_accumulation_is_exact(tiny_model_path: str, aggregation: str) 
     full = _updated_params(tiny_model_path, 8, aggregation)
     delta = full["model.embed_tokens.weight"] - initial["model.embed_tokens.weight"]
     assert delta.abs().max() > 1e-5  # the step did move the weights
-    for mbs in (1, 3):
-        split = _updated_params(tiny_model_path, mbs, aggregation)
+    # Shared prompts are an exact rewrite of the computation: unshared packing gives the same update too.
+    for mbs, share in ((1, True), (3, True), (8, False)):
+        split = _updated_params(tiny_model_path, mbs, aggregation, share)
         for name, value in full.items():
             assert torch.allclose(value, split[name], atol=1e-6, rtol=1e-5), (
                 name,
@@ -106,7 +121,7 @@ def test_deepspeed_step_moves_policy_toward_positive_advantage(tiny_model_path: 
     sequences = [(prompt, good), (prompt, bad)]
     learner = Learner(
         tiny_model_path,
-        LearnerConfig(backend="deepspeed", zero_stage=stage, lr=1e-3, micro_batch_size=1),
+        LearnerConfig(backend="deepspeed", zero_stage=stage, lr=1e-3, micro_batch_size=2),
         AlgoConfig(),
         total_steps=3,
         max_response_len=4,

@@ -106,5 +106,5 @@ def test_a_raising_reward_is_counted_not_fatal(tmp_path: Path, monkeypatch: pyte
 
 def test_existing_checkpoints_without_resume_is_an_error(tmp_path: Path) -> None:
     run(compose(tmp_path / "run", "learner=torch", "steps=1", "eval.at_start_and_end=false"))
-    with pytest.raises(ValueError, match="checkpoint.resume=false"):
+    with pytest.raises(ValueError, match=r"checkpoint\.resume=false"):
         run(compose(tmp_path / "run", "learner=torch", "steps=2", "checkpoint.resume=false"))

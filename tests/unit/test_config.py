@@ -31,7 +31,10 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
         (lambda: LearnerConfig(zero_stage=4), r"learner\.zero_stage must be one of 0, 1, 2, 3; got 4"),
         (lambda: LearnerConfig(precision="fp8"), r"learner\.precision must be one of fp32, bf16"),
         (lambda: TaskConfig(template="alpaca"), r"task\.template must be one of r1zero, chat"),
-        (lambda: TaskConfig(fewshot=[["only a question"]]), r"task\.fewshot\[0\] must be a \[user, assistant\] pair"),
+        (
+            lambda: TaskConfig(fewshot=[["only a question"]]),
+            r"task\.fewshot\[0\] must be a \[user, assistant\] pair",
+        ),
         (lambda: RunConfig(steps=0), r"steps must be >= 1"),
         (
             lambda: RunConfig(rollout=RolloutConfig(max_new_tokens=64), algo=AlgoConfig(overlong_buffer=64)),
@@ -87,4 +90,9 @@ def test_algo_presets_say_what_they_are() -> None:
     dr = to_run_config(_compose("algo=dr_grpo")).algo
     assert (dr.advantage_normalize, dr.loss_aggregation) == ("none", "seq_mean_token_sum_norm")
     dapo = to_run_config(_compose("algo=dapo")).algo
-    assert (dapo.clip_low, dapo.clip_high, dapo.loss_aggregation, dapo.dynamic_sampling) == (0.2, 0.28, "token_mean", True)
+    assert (dapo.clip_low, dapo.clip_high, dapo.loss_aggregation, dapo.dynamic_sampling) == (
+        0.2,
+        0.28,
+        "token_mean",
+        True,
+    )

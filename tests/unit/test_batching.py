@@ -1,0 +1,58 @@
+"""Packing by hand: shared prompts, targets, positions, the attention mask, micro-batch planning."""
+
+from __future__ import annotations
+
+import torch
+
+from r1zero.learner.batching import pack, plan_micro_batches, response_layout
+
+
+def test_pack_shares_the_prompt_of_a_group() -> None:
+    sequences = [([5, 6], [7, 8]), ([5, 6], [9]), ([1], [2, 3])]
+    batch = pack(sequences, [0, 1, 2])
+    # group [5, 6]: prompt once, then 7 (the input of response 0; its last token 8 is never an input); response
+    # 1 ([9]) adds no input. Group [1]: prompt 1, then 2.
+    assert batch.input_ids.tolist() == [[5, 6, 7, 1, 2]]
+    assert batch.position_ids.tolist() == [[0, 1, 2, 0, 1]]
+    # 7 <- hidden after 6 (pos 1); 8 <- after 7 (pos 2); 9 <- after 6 (pos 1); 2 <- after 1 (pos 3); 3 <- pos 4.
+    assert batch.target_pos.tolist() == [1, 2, 1, 3, 4]
+    assert batch.labels.tolist() == [7, 8, 9, 2, 3]
+    assert batch.target_row.tolist() == [0, 0, 1, 2, 2]
+    assert batch.target_col.tolist() == [0, 1, 0, 0, 1]
+    assert batch.response_len.tolist() == [2, 1, 2]
+    mask = batch.attention_mask[0, 0].int().tolist()
+    assert mask == [
+        [1, 0, 0, 0, 0],  # 5
+        [1, 1, 0, 0, 0],  # 6
+        [1, 1, 1, 0, 0],  # 7 (response 0) sees the prompt and itself
+        [0, 0, 0, 1, 0],  # 1 (second group) sees nothing of the first
+        [0, 0, 0, 1, 1],  # 2
+    ]
+
+
+def test_pack_unshared_uses_position_ids_only() -> None:
+    batch = pack([([5, 6], [7, 8]), ([5, 6], [9])], [0, 1], share_prompts=False)
+    assert batch.input_ids.tolist() == [[5, 6, 7, 5, 6]]
+    assert batch.position_ids.tolist() == [[0, 1, 2, 0, 1]]
+    assert batch.attention_mask is None
+    assert batch.target_pos.tolist() == [1, 2, 4]
+
+
+def test_unpack_to_response_layout() -> None:
+    batch = pack([([5], [7, 8]), ([5], [9])], [0, 1])
+    values = torch.tensor([1.0, 2.0, 3.0])  # per target, in target order
+    assert batch.unpack(values, 3).tolist() == [[1.0, 2.0, 0.0], [3.0, 0.0, 0.0]]
+
+
+def test_plan_micro_batches_keeps_rows_in_order_and_bounds_them() -> None:
+    assert plan_micro_batches([3, 9, 5, 1], 2) == [[0, 1], [2, 3]]
+    assert plan_micro_batches([3, 9, 5, 1], 4, max_tokens=10) == [[0], [1], [2, 3]]
+    plan = plan_micro_batches(list(range(1, 18)), 5)
+    assert sorted(r for mb in plan for r in mb) == list(range(17))
+    assert max(len(mb) for mb in plan) <= 5
+
+
+def test_response_layout() -> None:
+    values, mask = response_layout([[1.0, 2.0], [3.0], []])
+    assert values.tolist() == [[1.0, 2.0], [3.0, 0.0], [0.0, 0.0]]
+    assert mask.tolist() == [[True, True], [True, False], [False, False]]
