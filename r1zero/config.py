@@ -20,6 +20,7 @@ OLD_LOGPROB_SOURCES = ("learner", "rollout")
 LEARNER_BACKENDS = ("deepspeed", "torch")
 PRECISIONS = ("fp32", "bf16")
 LR_SCHEDULES = ("constant", "cosine", "linear")
+DIST_BACKENDS = ("auto", "nccl", "gloo")
 
 
 def _check_choice(section: str, name: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -80,7 +81,8 @@ class TaskConfig:
 class RolloutConfig:
     # vllm (the real engine) or hf (transformers.generate, for debugging / machines without vLLM).
     engine: str = "vllm"
-    # Prompts per step (B). Each gets group_size samples, so a step has N = B * G completions.
+    # Prompts per step (B), over all processes: with W ranks each samples B / W of them (B % W == 0). Each prompt
+    # gets group_size samples, so a step has N = B * G completions.
     prompts_per_step: int = 4
     # Completions per prompt (G); group-relative advantages need at least 2.
     group_size: int = 8
@@ -97,7 +99,7 @@ class RolloutConfig:
     gpu_memory_utilization: float = 0.35
     # vLLM: release GPU memory while the learner runs (sleep/wake; no-op on CPU).
     enable_sleep_mode: bool = True
-    # vLLM: tensor-parallel size per engine.
+    # vLLM: tensor-parallel size per engine (ranks r // tp share one engine replica; must divide the world size).
     tensor_parallel_size: int = 1
     # vLLM: no CUDA graphs (faster start, slower decode).
     enforce_eager: bool = True
@@ -270,6 +272,19 @@ class EvalConfig:
 
 
 @dataclass
+class DistributedConfig:
+    # Seconds any collective (all-reduce, gather, barrier; ours, DeepSpeed's and vLLM's) may wait for the other
+    # ranks. A rank that died or hangs then fails the run with "rank R failed in phase P at step S: ...".
+    timeout_s: float = 1800.0
+    # torch.distributed backend: auto = nccl when a GPU is visible, gloo otherwise.
+    backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        _check_choice("dist", "backend", self.backend, DIST_BACKENDS)
+        _check(self.timeout_s > 0, f"dist.timeout_s must be > 0; got {self.timeout_s}")
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
@@ -280,6 +295,7 @@ class RunConfig:
     log: LogConfig = field(default_factory=LogConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    dist: DistributedConfig = field(default_factory=DistributedConfig)
     # Optimizer steps to run.
     steps: int = 20
     seed: int = 0
@@ -302,6 +318,25 @@ class RunConfig:
             self.algo.overlong_buffer < self.rollout.max_new_tokens,
             f"algo.overlong_buffer ({self.algo.overlong_buffer}) must be < rollout.max_new_tokens "
             f"({self.rollout.max_new_tokens})",
+        )
+
+    def check_world_size(self, world_size: int) -> None:
+        """Checks that need the number of processes (known only at start-up). rollout.prompts_per_step is the
+        GLOBAL number of prompts per step: each of the W ranks takes B / W of them (whole groups)."""
+        B, tp = self.rollout.prompts_per_step, self.rollout.tensor_parallel_size
+        _check(
+            B % world_size == 0,
+            f"rollout.prompts_per_step ({B}) is the global number of prompts per step and must be divisible by "
+            f"the number of processes ({world_size}): each rank takes prompts_per_step / {world_size} of them",
+        )
+        _check(
+            world_size % tp == 0,
+            f"rollout.tensor_parallel_size ({tp}) must divide the number of processes ({world_size})",
+        )
+        _check(
+            world_size == 1 or self.learner.backend == "deepspeed",
+            f"learner.backend={self.learner.backend} is single-process; use learner.backend=deepspeed with "
+            f"{world_size} processes",
         )
 
     @property

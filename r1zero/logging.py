@@ -220,6 +220,8 @@ _PROGRESS_FIELDS = (  # (metric key, label, format)
     ("reward/mean", "reward", "{:.2f}"),
     ("reward/correct_mean", "correct", "{:.2f}"),
     ("rollout/length/mean", "len", "{:.0f}"),
+    ("aha/reflection_frac", "reflect", "{:.2f}"),
+    ("eval/accuracy", "held-out acc", "{:.3f}"),
 )
 
 
