@@ -46,6 +46,10 @@ def setup_environment() -> dict[str, str]:
                 "VLLM_CPU_KVCACHE_SPACE": "1",
                 # In-process engine: ~3 s start instead of 16-30 s, and no __main__ guard needed.
                 "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+                # Do not pin OpenMP threads to cores: the learner shares the process with vLLM, and pinned
+                # threads stall whenever another process holds their core (steps went from ~10 s to 50-70 s
+                # on the 2-core machine under load; unpinned they degrade gracefully).
+                "VLLM_CPU_OMP_THREADS_BIND": "nobind",
             }
         )
     applied = {}
