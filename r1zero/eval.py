@@ -160,17 +160,24 @@ def evaluate_model(
     seed: int,
     top_p: float = 1.0,
     ks: Sequence[int] = (1,),
+    index_offset: int = 0,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Sample n completions per prompt with `engine`, score them; returns (eval/* metrics, per-problem records).
 
     ks above n are dropped. temperature 0 is greedy. Deterministic given seed (per-prompt seeds, see
-    `r1zero.rollout.base.request_seed`).
+    `r1zero.rollout.base.request_seed`). index_offset: the global index of prompts[0] when `prompts` is one
+    rank's share of the problems (seeds and record indices as if all were evaluated in one call).
     """
     ks = sorted({k for k in ks if k <= n})
     if not prompts:
         return {}, []
     sampling = SamplingSettings(
-        n=n, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed
+        n=n,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        index_offset=index_offset,
     )
     completions = engine.generate(prompts, sampling)  # [len(prompts) * n], prompt-major
     scored = score_completions(task, prompts, completions)
@@ -180,7 +187,7 @@ def evaluate_model(
         part = Scored(
             scored.texts[rows], scored.totals[rows], {k: v[rows] for k, v in scored.components.items()}
         )
-        records.append(problem_record(i, prompt.example, completions[rows], part, ks))
+        records.append(problem_record(index_offset + i, prompt.example, completions[rows], part, ks))
     return aggregate(records, ks) | {"eval/n": float(n)}, records
 
 

@@ -45,21 +45,40 @@ def push_weights(
     return seconds
 
 
-def make_probe(completions: Sequence[Completion], size: int) -> list[TokenPair]:
+def make_probe(completions: Sequence[Completion], size: int, max_tokens: int | None = 32) -> list[TokenPair]:
     """Up to `size` (prompt_token_ids, token_ids) pairs to score on both sides after a push.
 
     Deterministic: completions with a non-empty response, evenly spaced over the step (so several prompts are
     covered), in step order; empty responses only when nothing else is left. 8 rows, G=4, size 2 -> rows 0, 4.
+    max_tokens: each pair is cut to at most this many tokens, the prompt's last max_tokens // 4 and the
+    response's first ones (None: whole sequences). The check compares two models on the same tokens, so any
+    stretch of text will do, and what it must catch (weights not pushed, a stale tied lm_head, a dtype gap)
+    shows at every position; the verification costs in proportion to the tokens (small preset, 2 CPU cores:
+    2 whole 114-token sequences 0.18 s, ~9% of a step; cut to 32 tokens each ~0.06 s).
+    Example: prompt [1..10], response [11..40], max_tokens 8 -> ([9, 10], [11, 12, 13, 14, 15, 16]).
     """
     if size < 1:
         raise ValueError(f"make_probe: size must be >= 1; got {size}")
+    if max_tokens is not None and max_tokens < 2:
+        raise ValueError(
+            f"make_probe: max_tokens must be >= 2 (a prompt token and a response token); got {max_tokens}"
+        )
     non_empty = [c for c in completions if c.token_ids]
     pool = non_empty if non_empty else list(completions)
     if len(pool) <= size:
         chosen = pool
     else:
         chosen = [pool[(k * len(pool)) // size] for k in range(size)]
-    return [(list(c.prompt_token_ids), list(c.token_ids)) for c in chosen]
+    if max_tokens is None:
+        return [(list(c.prompt_token_ids), list(c.token_ids)) for c in chosen]
+    context = max(1, max_tokens // 4)
+    return [
+        (
+            list(c.prompt_token_ids[-context:]),
+            list(c.token_ids[: max_tokens - min(context, len(c.prompt_token_ids))]),
+        )
+        for c in chosen
+    ]
 
 
 def _hint(max_diff: float) -> str:

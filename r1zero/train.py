@@ -3,12 +3,13 @@
     r1zero-train                                   # the CPU default run (see README)
     r1zero-train model=tiny task=countdown steps=5
     r1zero-train experiment=countdown_qwen2.5_3b   # a full recipe from conf/experiment/
+    torchrun --nproc_per_node 2 -m r1zero.train model=tiny   # data parallel (README: "Scaling out")
 
 Per step: sample prompts -> generate G completions each (vLLM) -> score (rule-based rewards) -> group-relative
 advantages (optionally drop zero-variance groups) -> one learner step (DeepSpeed) -> push the new weights into
 the rollout engine and verify them -> log -> checkpoint -> (evaluate).
 Simplifications, on purpose: rollout and learner are colocated and alternate (no asynchronous rollouts), and
-each rank keeps whole groups, so advantages need no communication.
+each rank keeps whole groups (r1zero.dp: every rank draws the same global batch and takes its slice).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -69,16 +71,21 @@ def build_prompts(examples: list[Any], cfg: RunConfig, tokenizer: Any) -> list[A
 
 
 def run(cfg: RunConfig) -> dict[str, Any]:
-    """Train according to `cfg`; returns the run summary (also written to run_dir/summary.json)."""
+    """Train according to `cfg`; returns the run summary (also written to run_dir/summary.json).
+
+    Under torchrun/Slurm (W processes) every rank runs this same function: data parallelism as described in
+    r1zero.dp (each rank samples and learns on B / W prompts; rewards and metrics cover the global batch).
+    """
     setup_environment()
     import torch
     from transformers import AutoTokenizer
 
     from r1zero import checkpoint as ckpt
-    from r1zero import distributed
+    from r1zero import distributed, dp
     from r1zero.aha import FirstSeenTracker, aha_step_metrics
     from r1zero.algo import filter_zero_variance_groups, group_advantages, overlong_penalty
-    from r1zero.eval import evaluate_model
+    from r1zero.distributed import phase
+    from r1zero.eval import aggregate, evaluate_model
     from r1zero.learner.learner import Learner
     from r1zero.logging import build_loggers
     from r1zero.models import resolve_model
@@ -93,10 +100,23 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    distributed.init_process_group()
-    rank = distributed.rank()
+    distributed.init_process_group(cfg.dist.timeout_s, cfg.dist.backend)
+    rank, world = distributed.rank(), distributed.world_size()
+    cfg.check_world_size(world)
+    shard = dp.current_shard(cfg.rollout.tensor_parallel_size if cfg.rollout.engine == "vllm" else 1)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    # The resume point, decided before anything heavy is built: rank 0 looks (and verifies), all ranks follow.
+    latest: Path | None = None
+    if cfg.checkpoint.resume:
+        latest = distributed.broadcast_object(ckpt.find_latest_checkpoint(run_dir) if rank == 0 else None)
+    elif (run_dir / "checkpoints").exists():
+        raise ValueError(
+            f"{run_dir} already holds checkpoints and checkpoint.resume=false: pick another run_dir"
+        )
+    meta = ckpt.load_meta(latest) if latest is not None else None
+    if latest is not None and meta is not None:
+        dp.check_resume_world_size(meta, world, latest)  # fails here, before anything heavy is built
     if rank == 0:
         from omegaconf import OmegaConf
 
@@ -117,36 +137,34 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     )
     assert_disjoint(train_examples, eval_examples)
     eval_prompts = build_prompts(eval_examples, cfg, tokenizer)
-    learner = Learner(
-        model_path, cfg.learner, cfg.algo, total_steps=cfg.steps, max_response_len=cfg.rollout.max_new_tokens,
-        trust_remote_code=cfg.model.trust_remote_code,
-    )  # fmt: skip
-    engine = build_engine(
-        model_path, cfg.rollout, seed=cfg.seed, trust_remote_code=cfg.model.trust_remote_code
-    )
-    sampler = PromptSampler(len(train_examples), seed=cfg.seed)
+    with phase("setup", 0):
+        learner = Learner(
+            model_path, cfg.learner, cfg.algo, total_steps=cfg.steps, max_response_len=cfg.rollout.max_new_tokens,
+            trust_remote_code=cfg.model.trust_remote_code,
+        )  # fmt: skip
+        engine = build_engine(
+            model_path, cfg.rollout, seed=cfg.seed, trust_remote_code=cfg.model.trust_remote_code
+        )
+    sampler = PromptSampler(len(train_examples), seed=cfg.seed)  # the same global batches on every rank
     G, B = cfg.rollout.group_size, cfg.rollout.prompts_per_step
+    (own_lo, own_hi), (gen_lo, gen_hi) = shard.own(B), shard.generated(B)
+    rows = slice(own_lo * G, own_hi * G)  # this rank's rows of the step's N completions
 
     # ---- resume from the latest valid checkpoint in run_dir
     start_step, wandb_id, history = 0, None, {}
     first_seen = FirstSeenTracker()
-    latest = ckpt.find_latest_checkpoint(run_dir) if cfg.checkpoint.resume else None
-    if latest is not None:
-        meta = ckpt.load_meta(latest)
-        learner.load_state(latest)
-        ckpt.load_rng_state(latest / f"rng_rank{rank}.pt")
-        sampler.load_state(meta["extra"]["sampler"])
-        start_step, wandb_id, history = (
-            meta["step"],
-            meta["extra"].get("wandb_id"),
-            meta["extra"].get("history", {}),
-        )
-        push_weights(engine, learner.named_parameters_for_sync(), version=start_step)
+    if latest is not None and meta is not None:
+        with phase("setup", meta["step"]):
+            learner.load_state(latest)
+            ckpt.load_rng_state(latest / f"rng_rank{rank}.pt")
+            sampler.load_state(meta["extra"]["sampler"])
+            start_step, wandb_id, history = (
+                meta["step"],
+                meta["extra"].get("wandb_id"),
+                meta["extra"].get("history", {}),
+            )
+            push_weights(engine, learner.named_parameters_for_sync(), version=start_step)
         log.info("resumed from %s (step %d)", latest, start_step)
-    elif rank == 0 and (run_dir / "checkpoints").exists() and not cfg.checkpoint.resume:
-        raise ValueError(
-            f"{run_dir} already holds checkpoints and checkpoint.resume=false: pick another run_dir"
-        )
     loggers = build_loggers(
         cfg.log, run_dir, asdict(cfg), rank=rank, run_id=wandb_id, resume_step=start_step if latest else -1,
         total_steps=cfg.steps,
@@ -162,82 +180,99 @@ def run(cfg: RunConfig) -> dict[str, Any]:
             "wandb_id": getattr(loggers, "run_id", None),
             "history": history,
             "first_seen": first_seen.state_dict(),
+            "world_size": world,
         }
-        ckpt.save_checkpoint(run_dir, step, write, extra=extra, keep_last=cfg.checkpoint.keep_last)
+        dp.save_checkpoint(run_dir, step, write, extra=extra, keep_last=cfg.checkpoint.keep_last)
 
     def run_eval(step: int) -> dict[str, float]:
+        """Each engine replica evaluates its share of the problems; the records are gathered."""
         max_new = cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens
-        metrics, _ = evaluate_model(
-            engine, eval_prompts, task, n=cfg.eval.n, temperature=cfg.eval.temperature, max_new_tokens=max_new,
-            seed=cfg.seed,
+        lo, hi = shard.replica_split(len(eval_prompts))
+        _, records = evaluate_model(
+            engine, eval_prompts[lo:hi], task, n=cfg.eval.n, temperature=cfg.eval.temperature,
+            max_new_tokens=max_new, seed=cfg.seed, index_offset=lo,
         )  # fmt: skip
+        metrics = aggregate(dp.gather_records(records, shard), [1]) | {"eval/n": float(cfg.eval.n)}
         history.setdefault("eval", []).append({"step": step, **metrics})
         return metrics
 
     eval_on = cfg.eval.every > 0 or cfg.eval.at_start_and_end
     if eval_on and eval_prompts and start_step == 0:
-        loggers.log(run_eval(0), step=0)
+        with phase("eval", 0):
+            loggers.log(run_eval(0), step=0)
 
     # ---- the loop
     step = start_step
     with GracefulStop() as stop:
         for step in range(start_step + 1, cfg.steps + 1):
             timer = PhaseTimer()
-            with timer("rollout"):
-                batch = [train_examples[i] for i in sampler.next(B)]
-                prompts = build_prompts(batch, cfg, tokenizer)
+            with timer("rollout"), phase("rollout", step):
+                batch = [train_examples[i] for i in sampler.next(B)]  # the global batch (same on every rank)
+                prompts = build_prompts(batch, cfg, tokenizer)  # [B]
                 tokenize_prompts(
                     tokenizer, prompts, cfg.rollout.max_prompt_tokens
                 )  # fail early on long prompts
-                sampling = SamplingSettings.from_config(cfg.rollout, seed=cfg.seed * 1_000_003 + step)
-                completions = engine.generate(prompts, sampling)  # [N], prompt-major
-            with timer("reward"):
+                sampling = SamplingSettings.from_config(
+                    cfg.rollout, seed=cfg.seed * 1_000_003 + step, index_offset=gen_lo
+                )  # prompt i of the global batch gets the same seed whichever rank samples it
+                generated = engine.generate(prompts[gen_lo:gen_hi], sampling)  # prompt-major
+                generated = dp.with_prompt_offset(generated, gen_lo)  # prompt_index: global
+                completions = generated[(own_lo - gen_lo) * G : (own_hi - gen_lo) * G]  # [N / W], this rank's
+            with timer("reward"), phase("reward", step):
                 scored = score_completions(task, prompts, completions)
-                rewards = torch.tensor(scored.totals, dtype=torch.float32)  # [N]
+                own_rewards = torch.tensor(scored.totals, dtype=torch.float32)  # [N / W]
                 if cfg.algo.overlong_buffer > 0:
-                    lengths = torch.tensor([len(c.token_ids) for c in completions])  # [N]
-                    rewards = rewards + overlong_penalty(
+                    lengths = torch.tensor([len(c.token_ids) for c in completions])  # [N / W]
+                    own_rewards = own_rewards + overlong_penalty(
                         lengths,
                         cfg.rollout.max_new_tokens,
                         cfg.algo.overlong_buffer,
                         cfg.algo.overlong_penalty,
-                    )  # [N]
+                    )  # [N / W]
+                # The whole step on every rank: advantages and metrics exactly as in one process.
+                all_completions, all_scored, all_rewards = dp.gather_step(
+                    completions, scored, own_rewards.tolist()
+                )
+                rewards = torch.tensor(all_rewards, dtype=torch.float32)  # [N]
                 advantages = group_advantages(rewards, G, normalize=cfg.algo.advantage_normalize)  # [N]
-                keep = torch.ones(len(completions), dtype=torch.bool)  # [N]
+                keep = torch.ones(len(all_completions), dtype=torch.bool)  # [N]
                 dropped_groups = 0
                 if cfg.algo.dynamic_sampling:
                     keep, dropped = filter_zero_variance_groups(rewards, G)  # [N], 0-dim
                     dropped_groups = int(dropped)
                 if cfg.algo.mask_truncated:
-                    keep &= torch.tensor([not c.truncated for c in completions])
+                    keep &= torch.tensor([not c.truncated for c in all_completions])
             sequences = [(c.prompt_token_ids, c.token_ids) for c in completions]
-            metrics = rollout_metrics(completions, scored, G)
+            metrics = rollout_metrics(all_completions, all_scored, G)
             metrics |= aha_step_metrics(
-                scored.texts,
-                [len(c.token_ids) for c in completions],
-                scored.components.get("correct", [0.0] * len(completions)),
-                [c.truncated for c in completions],
+                all_scored.texts,
+                [len(c.token_ids) for c in all_completions],
+                all_scored.components.get("correct", [0.0] * len(all_completions)),
+                [c.truncated for c in all_completions],
             )
             first_seen.update(step, metrics)
-            with timer("learner"):
+            own: dict[str, float] = {}  # this rank's scalars, combined over ranks below
+            with timer("learner"), phase("learner", step):
                 engine.sleep()
-                if bool(keep.any()):
-                    metrics |= learner.train_step(
+                if bool(keep.any()):  # global, so that every rank takes part in the step's collectives
+                    own |= learner.train_step(
                         sequences,
-                        advantages,
+                        advantages[rows],
                         rollout_logprobs=[c.logprobs or [] for c in completions],
-                        loss_mask=keep,
+                        loss_mask=keep[rows],
                     )
                 engine.wake()
-            with timer("sync"):
-                metrics["sync/push_s"] = push_weights(
-                    engine, learner.named_parameters_for_sync(), version=step
-                )
+            with timer("sync"), phase("sync", step):
+                own["sync/push_s"] = push_weights(engine, learner.named_parameters_for_sync(), version=step)
                 if cfg.sync.verify and step % cfg.sync.verify_every == 0:
-                    probe = make_probe(completions, cfg.sync.probe_size)
-                    metrics |= verify_sync(engine, learner.logprobs, probe, max_abs_diff=cfg.sync_threshold)
-            metrics |= timer.metrics()
-            n_tokens = sum(len(c.token_ids) for c in completions)
+                    probe = make_probe(generated, cfg.sync.probe_size)  # the same on a replica's tp ranks
+                    own |= verify_sync(engine, learner.logprobs, probe, max_abs_diff=cfg.sync_threshold)
+            own |= timer.metrics()
+            with phase("metrics", step):
+                loss_tokens = sum(len(c.token_ids) for c, k in zip(completions, keep[rows]) if k)
+                combined, stop_now = dp.reduce_rank_metrics(own, loss_tokens, stop.requested)
+            metrics |= combined
+            n_tokens = sum(len(c.token_ids) for c in all_completions)
             metrics["perf/rollout_tokens_per_s"] = n_tokens / max(1e-9, timer.seconds["rollout"])
             metrics["algo/advantage_abs_mean"] = float(advantages.abs().mean())
             metrics["algo/dropped_groups"] = float(dropped_groups)
@@ -247,14 +282,17 @@ def run(cfg: RunConfig) -> dict[str, Any]:
                 history["first"] = {k: v for k, v in metrics.items() if k.startswith("reward/")}
             history["last"] = {k: v for k, v in metrics.items() if k.startswith("reward/")}
             if cfg.eval.every > 0 and step % cfg.eval.every == 0 and step != cfg.steps:
-                metrics |= run_eval(step)
+                with phase("eval", step):
+                    metrics |= run_eval(step)
             loggers.log(metrics, step=step)
             if cfg.log.samples_every > 0 and step % cfg.log.samples_every == 0:
-                loggers.log_samples(sample_rows(prompts, completions, scored, cfg.log.num_samples), step=step)
-            last = step == cfg.steps or stop.requested
+                rows_shown = sample_rows(prompts, all_completions, all_scored, cfg.log.num_samples)
+                loggers.log_samples(rows_shown, step=step)
+            last = step == cfg.steps or stop_now
             if (cfg.checkpoint.every > 0 and step % cfg.checkpoint.every == 0) or last:
-                save(step)
-            if stop.requested:
+                with phase("checkpoint", step):
+                    save(step)
+            if stop_now:
                 log.warning(
                     "stopped after step %d; checkpoint saved in %s; rerun the same command to resume",
                     step,
@@ -266,10 +304,12 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     summary: dict[str, Any] = {"run_dir": str(run_dir), "steps_done": step, "history": history}
     if step == cfg.steps:
         if eval_on and eval_prompts:
-            final = run_eval(step)
+            with phase("eval", step):
+                final = run_eval(step)
             loggers.log(final, step=step)
         if cfg.checkpoint.save_final_model:
-            learner.save_pretrained(run_dir / "final_model", tokenizer_path=model_path)
+            with phase("checkpoint", step):
+                learner.save_pretrained(run_dir / "final_model", tokenizer_path=model_path)
             summary["final_model"] = str(run_dir / "final_model")
     loggers.close()
     engine.close()
@@ -303,16 +343,44 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def job_run_dir(dict_cfg: Any) -> None:
+    """Multirun (`-m`): give each job its own run_dir. The default run_dir only interpolates task, model and seed,
+    so `-m learner.lr=1e-5,1e-6` would make two jobs share (and resume) one folder: a multirun job whose run_dir
+    is still the default gets its Hydra sweep folder instead (multirun/<date>/<job number>). Set run_dir
+    yourself (e.g. run_dir='runs/lr${learner.lr}-seed${seed}') to choose, and to resume a sweep by re-running it."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf, open_dict
+
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return
+    raw = OmegaConf.to_container(dict_cfg, resolve=False)
+    if isinstance(raw, dict) and raw.get("run_dir") == RunConfig.run_dir:
+        with open_dict(dict_cfg):
+            dict_cfg.run_dir = hydra_cfg.runtime.output_dir
+
+
 def main() -> None:
-    """Console entry point: Hydra composes conf/config.yaml + overrides into a RunConfig, then `run`."""
+    """Console entry point (also `python -m r1zero.train`, what torchrun and srun launch): Hydra composes
+    conf/config.yaml + overrides into a RunConfig, then `run`."""
     import hydra
+
+    from r1zero import distributed
 
     setup_environment()
     register_configs()
+    distributed.apply_launcher_env()  # Slurm / submitit task -> RANK, WORLD_SIZE, ... (see r1zero.distributed)
+    multirun = "-m" in sys.argv or "--multirun" in sys.argv
+    if distributed.rank() != 0 and not multirun and not any("job_logging" in a for a in sys.argv):
+        # Rank 0 writes the run directory's Hydra files (.hydra/, train.log); the other ranks log to stdout.
+        sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=stdout"]
 
     @hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")
     def _entry(dict_cfg: Any) -> None:
-        logging.getLogger("r1zero").setLevel(logging.INFO)
+        distributed.apply_launcher_env()  # again: a submitit job runs only this function, in its own process
+        logging.getLogger("r1zero").setLevel(logging.INFO if distributed.rank() == 0 else logging.WARNING)
+        job_run_dir(dict_cfg)
         cfg = to_run_config(dict_cfg)
         started = time.time()
         run(cfg)

@@ -13,7 +13,14 @@ from torch import Tensor
 from r1zero import distributed
 from r1zero.algo import kl_penalty_loss, loss_normalizer, policy_loss, truncated_is_weights
 from r1zero.config import AlgoConfig, LearnerConfig
-from r1zero.learner.batching import PackedBatch, TokenSequence, pack, plan_micro_batches, response_layout
+from r1zero.learner.batching import (
+    PackedBatch,
+    TokenSequence,
+    attention_pair_cost,
+    pack,
+    plan_micro_batches,
+    response_layout,
+)
 from r1zero.learner.engine import attach_logprob_head, build_engine, load_model
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -50,6 +57,8 @@ class Learner:
             trust_remote_code=trust_remote_code,
         )
         attach_logprob_head(model, cfg.logprob_chunk_size)
+        # Packing layout: one row per micro-batch or several, whichever the cost model says is cheaper.
+        self.pair_cost = attention_pair_cost(model.config)
         self.engine = build_engine(model, cfg, total_steps=total_steps, world_size=distributed.world_size())
         self.module = self.engine.module
         if cfg.backend == "torch":
@@ -71,15 +80,20 @@ class Learner:
             position_ids=batch.position_ids,
             attention_mask=batch.attention_mask,
             use_cache=False,
-        ).last_hidden_state  # [1, S, H]
-        targets = hidden[0, batch.target_pos]  # [M, H]
+        ).last_hidden_state  # [R, S, H]
+        targets = hidden.flatten(0, 1)[batch.target_pos]  # [M, H]
         logprobs, entropy = model.get_output_embeddings()(targets, batch.labels)  # [M], [M]
         return batch.unpack(logprobs, width), batch.unpack(entropy, width)  # [n, width] each
 
     def _micro_batches(self, sequences: Sequence[TokenSequence]) -> list[PackedBatch]:
         lengths = [len(p) + len(r) for p, r in sequences]
         plan = plan_micro_batches(lengths, self.cfg.micro_batch_size)
-        return [pack(sequences, rows, share_prompts=self.cfg.share_prompts).to(self.device) for rows in plan]
+        return [
+            pack(sequences, rows, share_prompts=self.cfg.share_prompts, pair_cost=self.pair_cost).to(
+                self.device
+            )
+            for rows in plan
+        ]
 
     @torch.no_grad()
     def logprobs(self, sequences: Sequence[TokenSequence], *, reference: bool = False) -> list[Tensor]:
@@ -114,12 +128,18 @@ class Learner:
         resp_lens = [len(r) for _, r in sequences]
         ones = [[1.0] * k for k in resp_lens]
         _, response_mask = response_layout(ones)  # [N, T]
+        real_mask = response_mask.clone()  # [N, T]
         if loss_mask is not None:
             response_mask &= loss_mask.bool().unsqueeze(-1)
         rollout_lp = response_layout(rollout_logprobs)[0] if rollout_logprobs is not None else None  # [N, T]
+        # Free sync check: the engine sampled these tokens with the weights the learner holds before this step,
+        # so its logprobs must match the learner's forward pass (any gap is a sync or precision problem).
+        gap_check = rollout_logprobs is not None and [len(x) for x in rollout_logprobs] == resp_lens
+        gap_max, gap_sum = torch.zeros((), device=self.device), torch.zeros((), device=self.device)
         # The normaliser of the whole step (all micro-batches, all ranks): exact gradient accumulation.
         local_norm = float(loss_normalizer(response_mask, self.algo.loss_aggregation, self.max_response_len))
-        normalizer = torch.tensor(distributed.all_reduce_sum(local_norm) if local_norm > 0 else 1.0)
+        global_norm = distributed.all_reduce_sum(local_norm)  # every rank joins, even one with no loss rows
+        normalizer = torch.tensor(global_norm if global_norm > 0 else 1.0)
         world = distributed.world_size() if self.cfg.backend == "deepspeed" else 1
         batches = self._micro_batches(sequences)
 
@@ -137,12 +157,17 @@ class Learner:
 
         sums: dict[str, float] = {}
         tokens = 0
-        for _ in range(self.algo.num_iterations):
+        for iteration in range(self.algo.num_iterations):
             for i, batch in enumerate(batches):
                 rows = torch.tensor(batch.rows)
                 mb_width = int(batch.response_len.max())
                 mask = response_mask[rows, :mb_width].to(self.device)  # [n, t]
                 logprobs, entropy = self._forward(self.module, batch, mb_width)  # [n, t]
+                if gap_check and rollout_lp is not None and iteration == 0:
+                    with torch.no_grad():
+                        gap = (logprobs - rollout_lp[rows, :mb_width].to(self.device)).abs()  # [n, t]
+                        gap = gap * real_mask[rows, :mb_width].to(self.device)  # [n, t]
+                        gap_max, gap_sum = torch.maximum(gap_max, gap.max()), gap_sum + gap.sum()
                 # On-policy with one pass: old = current (detached), ratio 1, no extra forward pass.
                 old = old_lp[rows, :mb_width].to(self.device) if old_lp is not None else logprobs.detach()
                 is_weights = None
@@ -191,9 +216,13 @@ class Learner:
         out["loss/grad_norm"] = float(self.engine.get_global_grad_norm() or 0.0)
         out["loss/lr"] = float(self.engine.lr_scheduler.get_last_lr()[0])
         out["perf/learner_tokens"] = float(tokens)
+        if gap_check:
+            out["sync/step_logprob_max_abs_diff"] = float(gap_max)
+            out["sync/step_logprob_mean_abs_diff"] = float(gap_sum) / max(1.0, float(real_mask.sum()))
         out["perf/learner_packed_tokens"] = float(
             sum(b.num_tokens for b in batches) * self.algo.num_iterations
         )
+        out["perf/learner_pad_tokens"] = float(sum(b.num_padding for b in batches) * self.algo.num_iterations)
         out["perf/learner_tokens_per_s"] = out["perf/learner_packed_tokens"] / max(
             1e-9, time.perf_counter() - start
         )

@@ -33,6 +33,9 @@ class SamplingSettings:
     temperature, top_p, top_k: the usual sampling knobs (temperature 0: greedy, for evaluation; top_k=-1: off).
     seed:           None samples from the engine's own random stream; an int makes the step reproducible (each
                     prompt gets its own seed derived from it, so the result does not depend on batching).
+    index_offset:   global index of the first prompt passed to `generate`: prompt i is seeded with
+                    `request_seed(seed, index_offset + i)`, so a rank sampling a slice of the global batch samples
+                    exactly what one process sampling the whole batch would (data parallelism, r1zero.dp).
     """
 
     n: int
@@ -41,6 +44,7 @@ class SamplingSettings:
     top_p: float = 1.0
     top_k: int = -1
     seed: int | None = None
+    index_offset: int = 0
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -55,7 +59,7 @@ class SamplingSettings:
             raise ValueError(f"SamplingSettings.top_p must be in (0, 1]; got {self.top_p}")
 
     @classmethod
-    def from_config(cls, cfg: RolloutConfig, seed: int | None) -> SamplingSettings:
+    def from_config(cls, cfg: RolloutConfig, seed: int | None, index_offset: int = 0) -> SamplingSettings:
         """The training step's settings: G = cfg.group_size samples per prompt."""
         return cls(
             n=cfg.group_size,
@@ -64,6 +68,7 @@ class SamplingSettings:
             top_p=cfg.top_p,
             top_k=cfg.top_k,
             seed=seed,
+            index_offset=index_offset,
         )
 
 

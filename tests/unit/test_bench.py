@@ -1,0 +1,175 @@
+"""r1zero-bench's pure parts: medians and ratios, step intervals, token and FLOP accounting, targets, the
+summary and the table. Nothing here times anything."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from r1zero.bench.report import render_report, summarize, summarize_model
+from r1zero.bench.stats import (
+    ModelShape,
+    Target,
+    check_targets,
+    count_tokens,
+    fmt,
+    learner_flops,
+    median,
+    ratio,
+    render_table,
+    spread,
+    step_intervals,
+)
+
+
+def test_median_spread_ratio() -> None:
+    assert median([3.0, 1.0, 2.0]) == 2.0
+    assert median([1.0, 2.0, 3.0, 10.0]) == 2.5  # the outlier 10 does not move it much
+    assert math.isnan(median([]))
+    assert spread([2.0, 5.0, 3.0]) == (2.0, 5.0)
+    assert ratio(6.0, 2.0) == 3.0
+    assert math.isnan(ratio(1.0, 0.0)) and math.isnan(ratio(1.0, float("nan")))
+
+
+def test_step_intervals_drop_warmup() -> None:
+    ends = [10.0, 13.0, 15.0, 18.0]
+    assert step_intervals(ends, warmup=2) == [2.0, 3.0]  # steps 3 and 4
+    assert step_intervals(ends, warmup=0) == [3.0, 2.0, 3.0]  # step 1 has no start time: always dropped
+    assert step_intervals([10.0], warmup=1) == []
+
+
+def test_count_tokens_by_hand() -> None:
+    # prompt [1, 2] with responses [3, 4] and [5]; prompt [6] with response [7, 8, 9].
+    sequences = [([1, 2], [3, 4]), ([1, 2], [5]), ([6], [7, 8, 9])]
+    one = count_tokens(sequences, micro_batch_size=3)
+    assert one.naive == 4 + 3 + 4  # every (prompt + response) token
+    assert one.packed == 2 + 1 + 0 + 1 + 2  # prompts once, each response without its last token
+    assert one.padded == 3 * 4  # 3 rows x the longest sequence
+    assert one.targets == 2 + 1 + 3
+    assert one.padded_waste == pytest.approx(1 - 11 / 12)
+    assert one.sharing_saving == pytest.approx(1 - 6 / 11)
+    # Micro-batches of 1: nothing to share; padding only within each (none).
+    alone = count_tokens(sequences, micro_batch_size=1)
+    assert (alone.packed, alone.padded) == (2 + 1 + 2 + 0 + 1 + 2, 11)
+    unshared = count_tokens(sequences, micro_batch_size=3, share_prompts=False)
+    assert unshared.packed == alone.packed
+
+
+def test_count_tokens_agrees_with_the_learners_packing() -> None:
+    from r1zero.learner.batching import pack
+
+    sequences = [([1, 2, 3], [4, 5]), ([1, 2, 3], [6]), ([7], [8, 9, 10]), ([7], [11, 12])]
+    for share in (True, False):
+        packed = count_tokens(sequences, micro_batch_size=4, share_prompts=share).packed
+        assert packed == pack(sequences, [0, 1, 2, 3], share_prompts=share).num_tokens
+
+
+def test_flops_by_hand() -> None:
+    config = {
+        "num_hidden_layers": 2, "hidden_size": 4, "intermediate_size": 8, "num_attention_heads": 2,
+        "num_key_value_heads": 1, "vocab_size": 10,
+    }  # fmt: skip
+    shape = ModelShape.from_config(config)
+    assert shape.head_dim == 2
+    # per layer: q, o 2 * 4 * (2 * 2) = 32; k, v 2 * 4 * (1 * 2) = 16; MLP 3 * 4 * 8 = 96 -> 144; 2 layers 288
+    assert shape.body_params == 288
+    # 6 * 288 * 5 tokens + 2 * V * H * 3 rows * 3 passes = 8640 + 720
+    assert learner_flops(shape, tokens=5, head_rows=3) == 8640 + 720
+    assert learner_flops(shape, tokens=5, head_rows=3, head_passes=4) == 8640 + 960
+
+
+def test_targets() -> None:
+    at_least, at_most = Target("a", 2.0, True, ""), Target("b", 0.05, False, "")
+    assert at_least.met(2.5) and not at_least.met(1.9)
+    assert at_most.met(0.04) and not at_most.met(0.06)
+    assert at_least.met(float("nan")) is None
+    assert check_targets({"a": 3.0, "c": 1.0}, [at_least, at_most]) == {"a": True}
+
+
+def test_fmt_and_table() -> None:
+    assert fmt(1.23456) == "1.23" and fmt(float("nan")) == "-" and fmt(None) == "-" and fmt(True) == "yes"
+    assert fmt(1824.0) == "1824"
+    assert render_table(["a", "b"], [[1.0, "x"]]) == "| a | b |\n| --- | --- |\n| 1 | x |"
+
+
+def _results() -> dict:
+    """Workers' results as they come back, numbers chosen for easy arithmetic."""
+    loop = {
+        "ok": True, "step_s_median": 2.0, "completion_tokens_per_step": 512.0, "peak_rss_mib": 3000.0,
+        "phases": {"perf/rollout_s": 0.8, "perf/learner_s": 1.0, "perf/sync_s": 0.1, "sync/push_s": 0.06,
+                   "sync/verify_seconds": 0.04},
+        "settings": {"group_size": 4},
+    }  # fmt: skip
+    trl = {
+        "ok": True,
+        "step_s_median": 5.0,
+        "completion_tokens_per_step": 512.0,
+        "generation": "transformers",
+    }
+    components = {
+        "ok": True,
+        "rollout": {"ours_s": [1.0, 1.1, 0.9], "raw_s": [0.95, 0.9, 1.0], "same_tokens": True},
+        "learner": {
+            "ours_s": [1.0, 1.0], "raw_s": {"packed": [2.0, 2.0], "separate": [3.0, 3.0]}, "reference": "packed",
+            "max_abs_logprob_diff": {"packed": 1e-6}, "tokens": {"naive": 1000, "packed": 450, "padding": 50,
+            "padded": 1250, "targets": 400},
+        },
+        "model_config": {"num_hidden_layers": 2, "hidden_size": 4, "intermediate_size": 8,
+                         "num_attention_heads": 2, "vocab_size": 10},
+    }  # fmt: skip
+    memory = {"ok": True, "naive_bytes": 1000 * 2**20, "chunked_bytes": 200 * 2**20}
+    return {
+        "environment": {"date": "d", "cpus": 2, "versions": {"trl": "1"}},
+        "models": {"small": {"r1zero": loop, "trl": trl, "components": components}},
+        "memory": memory,
+        "trl_vllm_attempt": {"ok": False, "error": "AttributeError: no weight_loader"},
+    }
+
+
+def test_summary_numbers() -> None:
+    s = summarize_model(_results()["models"]["small"])
+    assert s["speedup_vs_trl"] == 2.5  # 5.0 / 2.0
+    assert s["sync_fraction"] == pytest.approx(0.05)  # 0.1 of 2.0
+    assert s["rollout_efficiency"] == pytest.approx(0.95 / 1.0)  # raw median / ours median
+    assert s["learner_efficiency"] == 2.0  # the packed reference took 2.0 s, ours 1.0 s
+    assert s["learner_ours_tokens_per_s"] == 1000.0 and s["learner_raw_tokens_per_s"] == 500.0
+    assert s["learner_padding_fraction"] == pytest.approx(50 / 500)
+    assert s["padded_layout_waste"] == pytest.approx(1 - 1000 / 1250)
+
+
+def test_summary_targets_and_report() -> None:
+    results = _results()
+    summary = summarize(results)
+    assert summary["target_model"] == "small"
+    assert summary["memory"]["logprob_memory_ratio"] == pytest.approx(0.2)
+    assert summary["targets"] == {
+        "speedup_vs_trl": True,
+        "rollout_efficiency": True,
+        "learner_efficiency": True,
+        "sync_fraction": True,  # 0.05 <= 0.05
+        "logprob_memory_ratio": True,
+    }
+    results["summary"] = summary
+    text = render_report(results)
+    assert "| speed-up vs TRL (TRL s / r1zero s) | 2.5 | >= 2: met |" in text
+    assert "vllm_mode=colocate failed here: AttributeError" in text
+
+
+def test_failed_workers_give_nan_not_errors() -> None:
+    s = summarize_model({"r1zero": {"ok": False, "error": "x"}, "components": {"ok": True}})
+    assert math.isnan(s["r1zero_step_s"]) and math.isnan(s["speedup_vs_trl"])
+    assert math.isnan(s["rollout_efficiency"]) and math.isnan(s["learner_efficiency"])
+
+
+def test_cli_defaults_and_unknown_worker() -> None:
+    from r1zero.bench import parse_args
+    from r1zero.bench.worker import run_spec
+
+    quick = parse_args(["--quick"])
+    assert (quick.models, quick.warmup, quick.reps, quick.trl_generation) == (["small"], 1, 3, "hf")
+    full = parse_args([])
+    assert (full.models, full.warmup, full.reps, full.threads) == (["tiny", "small"], 2, 6, 2)
+    assert full.trl_generation == "auto"
+    with pytest.raises(ValueError, match="unknown bench worker"):
+        run_spec({"kind": "nope"})
