@@ -127,3 +127,22 @@ def subsample(examples: Sequence[Example], n: int | None, seed: int) -> list[Exa
         raise ValueError(f"n must be >= 0, got {n}")
     keep = sorted(random.Random(seed).sample(range(len(examples)), n))
     return [examples[i] for i in keep]
+
+
+def load_file_or_hub(
+    path: str | None,
+    split: str,
+    n: int | None,
+    seed: int,
+    from_row: Callable[[Row, str], Example],
+    *,
+    hub_id: str,
+    hub_config: str | None,
+) -> list[Example]:
+    """Examples from `path` (the split is the file) or the hub's `split`, converted row by row with
+    `from_row(row, uid)`; n = a seeded subset, None = all. Shared by the file/hub tasks (gsm8k, math)."""
+    if path is not None:
+        examples = convert_rows(read_rows(path), str(path), from_row)
+    else:
+        examples = convert_rows(read_hub_rows(hub_id, hub_config, split), f"{hub_id}:{split}", from_row)
+    return subsample(examples, n, seed)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from r1zero.rewards.math import last_boxed
-from r1zero.tasks.io import Row, convert_rows, get_str, read_hub_rows, read_rows, subsample
+from r1zero.tasks.io import Row, get_str, load_file_or_hub
 from r1zero.types import Example
 
 HUB_ID, HUB_CONFIG = "HuggingFaceH4/MATH-500", None
@@ -46,8 +46,4 @@ def load(
     hub_config: str | None = HUB_CONFIG,
 ) -> list[Example]:
     """Examples from `path` (the split is the file) or the hub's `split`; n = a seeded subset, None = all."""
-    if path is not None:
-        examples = convert_rows(read_rows(path), str(path), _from_row)
-    else:
-        examples = convert_rows(read_hub_rows(hub_id, hub_config, split), f"{hub_id}:{split}", _from_row)
-    return subsample(examples, n, seed)
+    return load_file_or_hub(path, split, n, seed, _from_row, hub_id=hub_id, hub_config=hub_config)
