@@ -185,6 +185,25 @@ def trl_config(cfg: RunConfig, *, steps: int, use_vllm: bool, output_dir: str) -
     )
 
 
+def _time_method(obj: Any, name: str) -> list[float]:
+    """Wrap obj.name to record the seconds of each call (a private TRL method: when it is gone, record
+    nothing rather than fail)."""
+    seconds: list[float] = []
+    method = getattr(obj, name, None)
+    if method is None:
+        return seconds
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            seconds.append(time.perf_counter() - start)
+
+    setattr(obj, name, timed)
+    return seconds
+
+
 def trl_loop(
     overrides: list[str], warmup: int, reps: int, workdir: str, *, use_vllm: bool = False
 ) -> dict[str, Any]:
@@ -232,6 +251,7 @@ def trl_loop(
         model=model, reward_funcs=reward_funcs, args=args, train_dataset=dataset, processing_class=tokenizer,
         callbacks=[StepClock()],
     )  # fmt: skip
+    generation_s = _time_method(trainer, "_generate_and_score_completions")  # TRL's rollout + reward phase
     trainer.train()
     total = time.perf_counter() - started
     logs = [h for h in trainer.state.log_history if "completions/mean_length" in h][max(1, warmup) :]
@@ -240,6 +260,7 @@ def trl_loop(
         "step_s": step_intervals(ends, warmup),
         "completion_tokens_per_step": median([h["completions/mean_length"] * N for h in logs]),
         "generation": "vllm colocate" if use_vllm else "transformers generate",
+        "generate_and_score_s": median(generation_s[max(1, warmup) :]),
         "peak_rss_mib": peak_rss_mib(),
         "peak_gpu_mib": peak_gpu_mib(),
         "wall_s": total,

@@ -30,6 +30,8 @@ def summarize_model(per: Mapping[str, Any]) -> dict[str, Any]:
     step = loop.get("step_s_median", NAN)
     out["r1zero_step_s"] = step
     out["trl_step_s"] = trl.get("step_s_median", NAN)
+    out["trl_generate_s"] = trl.get("generate_and_score_s", NAN)
+    out["trl_train_s"] = out["trl_step_s"] - out["trl_generate_s"]
     out["speedup_vs_trl"] = ratio(out["trl_step_s"], step)
     out["r1zero_completion_tokens"] = loop.get("completion_tokens_per_step", NAN)
     out["trl_completion_tokens"] = trl.get("completion_tokens_per_step", NAN)
@@ -108,6 +110,8 @@ ROWS: list[tuple[str, str]] = [
     ("loop_rollout_s", "r1zero loop: rollout s"),
     ("loop_learner_s", "r1zero loop: learner s"),
     ("loop_sync_s", "r1zero loop: sync s (push + verify)"),
+    ("trl_generate_s", "TRL: generation + reward s"),
+    ("trl_train_s", "TRL: rest of the step (training) s"),
     ("rollout_ours_s", "rollout phase s (ours)"),
     ("rollout_raw_s", "raw vllm LLM.generate s"),
     ("rollout_efficiency", "rollout efficiency (raw / ours)"),
