@@ -321,7 +321,8 @@ def logprob_peak_bytes(variant: str, rows: int, dtype: str = "float32", threads:
     return int(out.stdout.strip().splitlines()[-1])
 
 
-def logprob_memory(rows: int, chunk_size: int, threads: int) -> dict[str, Any]:
+def logprob_memory(rows: int, chunk_size: int, threads: int, workdir: str | None = None) -> dict[str, Any]:
+    """Naive vs chunked peak memory of logprob + entropy at SmolLM2's vocabulary (workdir: unused)."""
     naive = logprob_peak_bytes("naive", rows, threads=threads)
     chunked = logprob_peak_bytes(str(chunk_size), rows, threads=threads)
     return {"rows": rows, "vocab": 49152, "hidden": 576, "chunk_size": chunk_size, "naive_bytes": naive,

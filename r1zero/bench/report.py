@@ -17,10 +17,37 @@ from r1zero.bench.stats import (
 )
 
 NAN = float("nan")
+NOISY = 0.05  # share of the machine's CPU taken by other processes during a measurement that makes it suspect
 
 
 def _ok(part: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return part if part and part.get("ok") else {}
+
+
+def merge_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One loop measurement from several rounds of it (r1zero and TRL alternate round by round): timed steps
+    pooled, phase medians and token counts as the median over rounds, peaks and CPU noise as the worst round.
+    Failed rounds are left out; with none left, the first failure is returned."""
+    good = [r for r in rounds if r.get("ok")]
+    if not good:
+        return rounds[0] if rounds else {"ok": False, "error": "not run"}
+    merged: dict[str, Any] = dict(good[0])
+    merged["step_s"] = [t for r in good for t in r.get("step_s", [])]
+    merged["step_s_median"] = median(merged["step_s"])
+    merged["rounds"] = len(good)
+    for key in ("completion_tokens_per_step", "generate_and_score_s"):
+        if key in merged:
+            merged[key] = median([r[key] for r in good if r.get(key) is not None])
+    if "phases" in merged:
+        keys = {k for r in good for k in r.get("phases", {})}
+        merged["phases"] = {
+            k: median([r["phases"][k] for r in good if k in r.get("phases", {})]) for k in keys
+        }
+    for key in ("peak_rss_mib", "foreign_cpu_share", "worker_s"):
+        values = [r[key] for r in good if r.get(key) is not None]
+        if values:
+            merged[key] = max(values) if key != "worker_s" else sum(values)
+    return merged
 
 
 def summarize_model(per: Mapping[str, Any]) -> dict[str, Any]:
@@ -75,6 +102,8 @@ def summarize_model(per: Mapping[str, Any]) -> dict[str, Any]:
         out["learner_ours_gflop"], out["learner_raw_gflop"] = ours_flops / 1e9, raw_flops / 1e9
         out["learner_ours_gflops"] = ratio(ours_flops / 1e9, out["learner_ours_s"])
         out["learner_raw_gflops"] = ratio(raw_flops / 1e9, out["learner_raw_s"])
+    shares = [w.get("foreign_cpu_share", NAN) for w in per.values() if isinstance(w, Mapping)]
+    out["foreign_cpu_share"] = max((x for x in shares if x == x), default=NAN)
     sync = comp.get("sync", {})
     out["sync_push_alone_s"] = median(sync.get("push_s", []))
     out["sync_verify_alone_s"] = median(sync.get("verify_s", []))
@@ -131,6 +160,7 @@ ROWS: list[tuple[str, str]] = [
     ("sync_fraction", "sync share of a step"),
     ("r1zero_peak_rss_mib", "peak RSS MiB, r1zero run"),
     ("trl_peak_rss_mib", "peak RSS MiB, TRL run"),
+    ("foreign_cpu_share", "CPU taken by other processes (worst worker)"),
 ]
 
 
@@ -185,6 +215,18 @@ def render_report(results: Mapping[str, Any]) -> str:
         )
     lines += ["", render_table(header, rows)]
     notes = []
+    busy = {
+        f"{model}/{part}": worker["foreign_cpu_share"]
+        for model, per in results.get("models", {}).items()
+        for part, worker in per.items()
+        if isinstance(worker, Mapping) and worker.get("foreign_cpu_share", 0.0) > NOISY
+    }
+    if busy:
+        notes.append(
+            "WARNING: other processes took a share of the CPU during "
+            + ", ".join(f"{k} ({v:.0%})" for k, v in busy.items())
+            + ": those numbers are not clean; re-run on a quiet machine"
+        )
     for name, numbers in models.items():
         if numbers.get("rollout_same_tokens") is False:
             notes.append(

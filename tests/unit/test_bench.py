@@ -156,6 +156,16 @@ def test_summary_targets_and_report() -> None:
     assert "vllm_mode=colocate failed here: AttributeError" in text
 
 
+def test_a_busy_machine_is_flagged() -> None:
+    results = _results()
+    results["models"]["small"]["trl"]["foreign_cpu_share"] = 0.3
+    results["summary"] = summarize(results)
+    assert results["summary"]["models"]["small"]["foreign_cpu_share"] == 0.3
+    assert "WARNING: other processes took a share of the CPU during small/trl (30%)" in render_report(results)
+    results["models"]["small"]["trl"]["foreign_cpu_share"] = 0.01
+    assert "WARNING" not in render_report(results)
+
+
 def test_failed_workers_give_nan_not_errors() -> None:
     s = summarize_model({"r1zero": {"ok": False, "error": "x"}, "components": {"ok": True}})
     assert math.isnan(s["r1zero_step_s"]) and math.isnan(s["speedup_vs_trl"])
@@ -173,3 +183,26 @@ def test_cli_defaults_and_unknown_worker() -> None:
     assert full.trl_generation == "auto"
     with pytest.raises(ValueError, match="unknown bench worker"):
         run_spec({"kind": "nope"})
+
+
+def test_the_cleaner_of_two_attempts_is_kept() -> None:
+    from r1zero.bench import _cleaner
+
+    quiet, busy, failed = {"ok": True, "foreign_cpu_share": 0.01}, {"ok": True, "foreign_cpu_share": 0.4}, {}
+    assert _cleaner(quiet, busy) and not _cleaner(busy, quiet)
+    assert _cleaner(busy, failed) and not _cleaner(failed, busy)  # a noisy number beats no number
+
+
+def test_merge_rounds_pools_steps_and_keeps_the_worst_noise() -> None:
+    from r1zero.bench.report import merge_rounds
+
+    a = {"ok": True, "step_s": [2.0, 2.2], "phases": {"perf/learner_s": 1.0}, "peak_rss_mib": 10.0,
+         "foreign_cpu_share": 0.01, "completion_tokens_per_step": 512.0}  # fmt: skip
+    b = {"ok": True, "step_s": [2.4, 2.1], "phases": {"perf/learner_s": 1.2}, "peak_rss_mib": 12.0,
+         "foreign_cpu_share": 0.03, "completion_tokens_per_step": 510.0}  # fmt: skip
+    merged = merge_rounds([a, {"ok": False, "error": "x"}, b])
+    assert merged["step_s"] == [2.0, 2.2, 2.4, 2.1] and merged["step_s_median"] == pytest.approx(2.15)
+    assert merged["phases"]["perf/learner_s"] == pytest.approx(1.1) and merged["rounds"] == 2
+    assert merged["peak_rss_mib"] == 12.0 and merged["foreign_cpu_share"] == 0.03
+    assert merged["completion_tokens_per_step"] == 511.0
+    assert merge_rounds([{"ok": False, "error": "x"}]) == {"ok": False, "error": "x"}
