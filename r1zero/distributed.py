@@ -194,6 +194,15 @@ def _multi() -> bool:
 
 def all_reduce_sum(value: float) -> float:
     """Sum a Python number over ranks (identity in a world of one)."""
+    return _all_reduce(value, "sum")
+
+
+def all_reduce_max(value: float) -> float:
+    """Largest of a Python number over ranks (identity in a world of one; NaN on any rank gives NaN)."""
+    return _all_reduce(value, "max")
+
+
+def _all_reduce(value: float, op: str) -> float:
     import torch
     import torch.distributed as dist
 
@@ -201,7 +210,7 @@ def all_reduce_sum(value: float) -> float:
         return value
     device = "cuda" if torch.cuda.is_available() and dist.get_backend() == "nccl" else "cpu"
     tensor = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(tensor)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
     return float(tensor.item())
 
 

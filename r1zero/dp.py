@@ -108,8 +108,8 @@ _SUM = (
     "perf/learner_pad_tokens",
     "perf/learner_tokens_per_s",
 )
-_MAX = ("sync/max_abs_logprob_diff", "sync/push_s", "sync/verify_seconds")
-_MEAN = ("loss/grad_norm", "loss/lr", "sync/mean_abs_logprob_diff")
+_MAX = ("sync/max_abs_logprob_diff", "sync/step_logprob_max_abs_diff", "sync/push_s", "sync/verify_seconds")
+_MEAN = ("loss/grad_norm", "loss/lr", "sync/mean_abs_logprob_diff", "sync/step_logprob_mean_abs_diff")
 
 
 def combine_rank_metrics(per_rank: Sequence[dict[str, float]], weights: Sequence[float]) -> dict[str, float]:

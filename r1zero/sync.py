@@ -81,7 +81,7 @@ def make_probe(completions: Sequence[Completion], size: int, max_tokens: int | N
     ]
 
 
-def _hint(max_diff: float) -> str:
+def mismatch_causes(max_diff: float) -> str:
     """Possible causes, the likeliest for this size of gap first."""
     stale = [
         "a tied lm_head left stale after the reload (tie_word_embeddings models: re-tie it and redo its "
@@ -151,6 +151,6 @@ def verify_sync(
             f"weight sync check failed at policy version {engine.policy_version}: max |logprob diff| "
             f"{max_diff:.4g} > {max_abs_diff:g} (mean {metrics['sync/mean_abs_logprob_diff']:.4g} over {count} "
             f"tokens). Worst: probe sequence {i}, response token position {j} (token id {token}): engine "
-            f"{rollout_value:.4f} vs learner {learner_value:.4f}. {_hint(max_diff)}"
+            f"{rollout_value:.4f} vs learner {learner_value:.4f}. {mismatch_causes(max_diff)}"
         )
     return metrics

@@ -19,6 +19,7 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,19 @@ def run(cfg: RunConfig) -> dict[str, Any]:
 
     Under torchrun/Slurm (W processes) every rank runs this same function: data parallelism as described in
     r1zero.dp (each rank samples and learns on B / W prompts; rewards and metrics cover the global batch).
+    A run that fails still shuts its rollout engine down (and with it the process groups vLLM set up).
     """
+    release: list[Callable[[], None]] = []
+    try:
+        return _run(cfg, release)
+    except BaseException:
+        for close in reversed(release):
+            with contextlib.suppress(Exception):
+                close()
+        raise
+
+
+def _run(cfg: RunConfig, release: list[Callable[[], None]]) -> dict[str, Any]:
     setup_environment()
     import torch
     from transformers import AutoTokenizer
@@ -145,6 +158,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         engine = build_engine(
             model_path, cfg.rollout, seed=cfg.seed, trust_remote_code=cfg.model.trust_remote_code
         )
+        release.append(engine.close)
     sampler = PromptSampler(len(train_examples), seed=cfg.seed)  # the same global batches on every rank
     G, B = cfg.rollout.group_size, cfg.rollout.prompts_per_step
     (own_lo, own_hi), (gen_lo, gen_hi) = shard.own(B), shard.generated(B)
@@ -260,11 +274,13 @@ def run(cfg: RunConfig) -> dict[str, Any]:
                         advantages[rows],
                         rollout_logprobs=[c.logprobs or [] for c in completions],
                         loss_mask=keep[rows],
+                        max_rollout_gap=cfg.sync_threshold if cfg.sync.check_step_logprobs else None,
                     )
                 engine.wake()
             with timer("sync"), phase("sync", step):
                 own["sync/push_s"] = push_weights(engine, learner.named_parameters_for_sync(), version=step)
-                if cfg.sync.verify and step % cfg.sync.verify_every == 0:
+                probe_now = step in (start_step + 1, cfg.steps) or step % cfg.sync.verify_every == 0
+                if cfg.sync.verify and probe_now:
                     probe = make_probe(generated, cfg.sync.probe_size)  # the same on a replica's tp ranks
                     own |= verify_sync(engine, learner.logprobs, probe, max_abs_diff=cfg.sync_threshold)
             own |= timer.metrics()

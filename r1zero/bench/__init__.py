@@ -127,6 +127,13 @@ def _cleaner(a: dict[str, Any], b: dict[str, Any]) -> bool:
     )
 
 
+# Both sides get the same precision: our learner and rollout dtype; TRL's bf16 flag follows learner.precision.
+PRECISIONS: dict[str, list[str]] = {
+    "fp32": ["learner.precision=fp32", "rollout.dtype=float32"],
+    "bf16": ["learner.precision=bf16", "rollout.dtype=bfloat16"],
+}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="r1zero-bench", description=__doc__.split("\n")[0])
     parser.add_argument("--models", default=None, help="comma-separated presets (default: tiny,small)")
@@ -134,6 +141,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=None, help="steps dropped before timing (default 2)")
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions (default 6)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads on every side (default 2)")
+    parser.add_argument(
+        "--precisions", default=None,
+        help="comma-separated, each measured for every model on both sides: fp32 (learner and rollout) and/or "
+        "bf16 (bf16 learner with fp32 optimizer state, bf16 rollout; TRL: bf16=True). Default fp32,bf16; "
+        "quick: fp32",
+    )  # fmt: skip
     parser.add_argument(
         "--rounds",
         type=int,
@@ -161,6 +174,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )  # fmt: skip
     args = parser.parse_args(argv)
     args.models = (args.models or ("small" if args.quick else "tiny,small")).split(",")
+    args.precisions = (args.precisions or ("fp32" if args.quick else "fp32,bf16")).split(",")
+    unknown = sorted(set(args.precisions) - set(PRECISIONS))
+    if unknown:
+        parser.error(f"unknown precision {unknown}; choose from {sorted(PRECISIONS)}")
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     args.reps = args.reps if args.reps is not None else (3 if args.quick else 6)
     args.trl_generation = args.trl_generation or ("hf" if args.quick else "auto")
@@ -185,9 +202,9 @@ def main(argv: list[str] | None = None) -> None:
         the cleanest attempt."""
         best: dict[str, Any] = {}
         for attempt in range(retries + 1):
-            label = name if attempt == 0 else f"{name}-retry{attempt}"
+            tried = name if attempt == 0 else f"{name}-retry{attempt}"
             result = run_worker(
-                spec | {"workdir": str(workdir / label)}, workdir, label, args.threads, args.timeout
+                spec | {"workdir": str(workdir / tried)}, workdir, tried, args.threads, args.timeout
             )
 
             if not best or _cleaner(result, best):
@@ -196,13 +213,16 @@ def main(argv: list[str] | None = None) -> None:
                 break
         return best
 
-    for model in args.models:
-        overrides = [f"model={model}", f"cpu_threads={args.threads}", *args.override]
+    columns = [(model, precision) for model in args.models for precision in args.precisions]
+    for model, precision in columns:
+        label = model if precision == "fp32" else f"{model} {precision}"
+        overrides = [f"model={model}", f"cpu_threads={args.threads}", *PRECISIONS[precision], *args.override]
+        name = label.replace(" ", "-")
         spec = {"overrides": overrides, "warmup": args.warmup, "reps": args.reps}
         if not args.skip_trl and trl_vllm is None:  # auto: one short try of TRL's vLLM colocate mode
             attempt = measure(
                 {"kind": "trl_loop", **spec, "warmup": 1, "reps": 1, "use_vllm": True},
-                f"{model}-trl-vllm-attempt", retries=0,
+                f"{name}-trl-vllm-attempt", retries=0,
             )  # fmt: skip
             results["trl_vllm_attempt"] = {k: attempt.get(k) for k in ("ok", "error", "step_s")}
             trl_vllm = bool(attempt.get("ok"))
@@ -210,14 +230,14 @@ def main(argv: list[str] | None = None) -> None:
         rounds: dict[str, list[dict[str, Any]]] = {"r1zero": [], "trl": []}
         for k in range(args.rounds):
             tag = "" if args.rounds == 1 else f"-round{k + 1}"
-            rounds["r1zero"].append(measure({"kind": "r1zero_loop", **spec}, f"{model}-r1zero{tag}"))
+            rounds["r1zero"].append(measure({"kind": "r1zero_loop", **spec}, f"{name}-r1zero{tag}"))
             if not args.skip_trl:
                 rounds["trl"].append(
-                    measure({"kind": "trl_loop", **spec, "use_vllm": trl_vllm}, f"{model}-trl{tag}")
+                    measure({"kind": "trl_loop", **spec, "use_vllm": trl_vllm}, f"{name}-trl{tag}")
                 )
-        per: dict[str, Any] = {name: merge_rounds(r) for name, r in rounds.items() if r}
-        per["components"] = measure({"kind": "components", **spec}, f"{model}-components")
-        results.setdefault("models", {})[model] = per
+        per: dict[str, Any] = {side: merge_rounds(r) for side, r in rounds.items() if r}
+        per["components"] = measure({"kind": "components", **spec}, f"{name}-components")
+        results.setdefault("models", {})[label] = per
     if not args.skip_memory:
         memory = {"rows": 1024 if args.quick else 2048, "chunk_size": LearnerConfig().logprob_chunk_size}
         results["memory"] = measure(

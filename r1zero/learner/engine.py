@@ -41,21 +41,20 @@ def deepspeed_config(cfg: LearnerConfig, *, world_size: int) -> dict[str, Any]:
         "train_batch_size": world_size,
         "gradient_clipping": cfg.max_grad_norm,
         "zero_optimization": {"stage": cfg.zero_stage},
-        "optimizer": {
+        "bf16": {"enabled": cfg.precision == "bf16"},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    if cfg.fused_optimizer:  # DeepSpeed's own fused/CPU Adam; otherwise `build_engine` hands it torch's AdamW
+        config["optimizer"] = {
             "type": "AdamW",
             "params": {
                 "lr": cfg.lr,
                 "betas": [cfg.adam_beta1, cfg.adam_beta2],
                 "eps": cfg.adam_eps,
                 "weight_decay": cfg.weight_decay,
-                # torch's AdamW: no JIT-compiled op (fused/CPU Adam take minutes to build on first use).
-                "torch_adam": not cfg.fused_optimizer,
             },
-        },
-        "bf16": {"enabled": cfg.precision == "bf16"},
-        "steps_per_print": 10**9,
-        "wall_clock_breakdown": False,
-    }
+        }
     if cfg.zero_stage == 3:
         config["zero_optimization"].update(
             {"stage3_gather_16bit_weights_on_model_save": True, "stage3_param_persistence_threshold": 0}
@@ -91,19 +90,25 @@ def load_model(model_path: str, *, dtype: torch.dtype, gradient_checkpointing: b
     return model
 
 
+def make_adamw(params: list[nn.Parameter], cfg: LearnerConfig) -> torch.optim.AdamW:
+    """torch's AdamW with its fused kernel where the parameters allow it (CPU or CUDA floating point; no JIT
+    build): one pass over the parameters instead of a dozen element-wise ops (24.5M fp32 parameters on 2 CPU
+    cores: 17 ms per step fused vs 92-98 ms foreach / single-tensor). DeepSpeed's ZeRO optimizers keep this
+    optimizer and swap its parameters for their own fp32 partitions."""
+    settings: dict[str, Any] = dict(
+        lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, weight_decay=cfg.weight_decay
+    )
+    fusable = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.AdamW(params, fused=fusable or None, **settings)
+
+
 class TorchEngine:
     """The plain-torch stand-in for a DeepSpeed engine (single process, for debugging): the same methods the
     learner uses (backward, step, module, save/load)."""
 
     def __init__(self, model: nn.Module, cfg: LearnerConfig, schedule) -> None:
         self.module = model
-        self.optimizer = torch.optim.AdamW(
-            [p for p in model.parameters() if p.requires_grad],
-            lr=cfg.lr,
-            betas=(cfg.adam_beta1, cfg.adam_beta2),
-            eps=cfg.adam_eps,
-            weight_decay=cfg.weight_decay,
-        )
+        self.optimizer = make_adamw([p for p in model.parameters() if p.requires_grad], cfg)
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         self.max_grad_norm = cfg.max_grad_norm
         self.last_grad_norm = 0.0
@@ -168,9 +173,11 @@ def build_engine(model: nn.Module, cfg: LearnerConfig, *, total_steps: int, worl
     # DeepSpeed caches a clone of the world group; an earlier run in this process (tests, notebooks) may have
     # torn the default group down since (vLLM's shutdown does), which would leave that clone dangling.
     groups._WORLD_GROUP = None
+    params = [p for p in model.parameters() if p.requires_grad]
     engine, _, _, _ = deepspeed.initialize(
         model=model,
-        model_parameters=[p for p in model.parameters() if p.requires_grad],
+        model_parameters=params,
+        optimizer=None if cfg.fused_optimizer else make_adamw(params, cfg),
         config=deepspeed_config(cfg, world_size=world_size),
         lr_scheduler=lambda optimizer: torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
         dist_init_required=False,

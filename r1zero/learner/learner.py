@@ -117,12 +117,18 @@ class Learner:
         *,
         rollout_logprobs: Sequence[Sequence[float]] | None = None,
         loss_mask: Tensor | None = None,
+        max_rollout_gap: float | None = None,
     ) -> dict[str, float]:
         """One optimizer step (num_iterations passes) over N sequences with advantages [N].
 
         rollout_logprobs: the engine's sampling logprobs per response (needed for old_logprobs_source=rollout
         and for the truncated-IS correction). loss_mask: [N] bool, rows that take part in the loss (e.g. not
         truncated); the normaliser counts only those rows.
+        max_rollout_gap: the free sync check. The engine sampled these tokens with the weights the learner holds
+        before this step, so the first pass's logprobs must match the engine's; a max |gap| above this (over
+        all ranks) raises SyncVerificationError before the optimizer step, so samples from wrong weights never
+        update the policy (the run must stop then: this step's gradients are left accumulated). None: the gap is
+        only reported.
         """
         start = time.perf_counter()
         resp_lens = [len(r) for _, r in sequences]
@@ -135,7 +141,8 @@ class Learner:
         # Free sync check: the engine sampled these tokens with the weights the learner holds before this step,
         # so its logprobs must match the learner's forward pass (any gap is a sync or precision problem).
         gap_check = rollout_logprobs is not None and [len(x) for x in rollout_logprobs] == resp_lens
-        gap_max, gap_sum = torch.zeros((), device=self.device), torch.zeros((), device=self.device)
+        gap_sum = torch.zeros((), device=self.device)
+        row_gap = torch.zeros(len(sequences), device=self.device)  # [N] each response's max |gap|
         # The normaliser of the whole step (all micro-batches, all ranks): exact gradient accumulation.
         local_norm = float(loss_normalizer(response_mask, self.algo.loss_aggregation, self.max_response_len))
         global_norm = distributed.all_reduce_sum(local_norm)  # every rank joins, even one with no loss rows
@@ -144,7 +151,8 @@ class Learner:
         batches = self._micro_batches(sequences)
 
         old_lp = None  # [N, T]
-        need_old = self.algo.num_iterations > 1 or self.algo.tis_cap is not None
+        # One pass: old = this pass's own logprobs (detached), also for the TIS weights; no extra forward.
+        need_old = self.algo.num_iterations > 1
         if self.algo.old_logprobs_source == "rollout":
             if rollout_lp is None:
                 raise ValueError("algo.old_logprobs_source=rollout needs the engine's sampling logprobs")
@@ -167,7 +175,8 @@ class Learner:
                     with torch.no_grad():
                         gap = (logprobs - rollout_lp[rows, :mb_width].to(self.device)).abs()  # [n, t]
                         gap = gap * real_mask[rows, :mb_width].to(self.device)  # [n, t]
-                        gap_max, gap_sum = torch.maximum(gap_max, gap.max()), gap_sum + gap.sum()
+                        row_gap[rows.to(self.device)] = gap.amax(dim=1) if gap.numel() else 0.0
+                        gap_sum = gap_sum + gap.sum()
                 # On-policy with one pass: old = current (detached), ratio 1, no extra forward pass.
                 old = old_lp[rows, :mb_width].to(self.device) if old_lp is not None else logprobs.detach()
                 is_weights = None
@@ -209,6 +218,8 @@ class Learner:
                     sums["entropy"] = sums.get("entropy", 0.0) + float((entropy * mask).sum())
                 for name, value in metrics.items():
                     sums[name] = sums.get(name, 0.0) + float(value) * weight
+            if iteration == 0 and max_rollout_gap is not None:
+                self._check_rollout_gap(row_gap if gap_check else None, gap_sum, real_mask, max_rollout_gap)
             self.engine.step()
         total = max(1.0, float(response_mask.sum()) * self.algo.num_iterations)
         out = {f"loss/{k}": v / total for k, v in sums.items() if k != "policy"}
@@ -217,7 +228,7 @@ class Learner:
         out["loss/lr"] = float(self.engine.lr_scheduler.get_last_lr()[0])
         out["perf/learner_tokens"] = float(tokens)
         if gap_check:
-            out["sync/step_logprob_max_abs_diff"] = float(gap_max)
+            out["sync/step_logprob_max_abs_diff"] = float(row_gap.max()) if len(sequences) else 0.0
             out["sync/step_logprob_mean_abs_diff"] = float(gap_sum) / max(1.0, float(real_mask.sum()))
         out["perf/learner_packed_tokens"] = float(
             sum(b.num_tokens for b in batches) * self.algo.num_iterations
@@ -227,6 +238,29 @@ class Learner:
             1e-9, time.perf_counter() - start
         )
         return out
+
+    @staticmethod
+    def _check_rollout_gap(row_gap: Tensor | None, gap_sum: Tensor, real_mask: Tensor, limit: float) -> None:
+        """Raise SyncVerificationError when the engine's sampling logprobs and this step's first pass disagree
+        by more than `limit` on any rank. Every rank joins the reduction (a rank without engine logprobs adds
+        0), so all of them stop together rather than some waiting in the optimizer step."""
+        from r1zero.sync import SyncVerificationError, mismatch_causes
+
+        local = float(row_gap.max()) if row_gap is not None and row_gap.numel() else 0.0
+        local = local if local == local else float("inf")  # NaN counts as a failure
+        worst = distributed.all_reduce_max(local)
+        if worst <= limit:
+            return
+        detail = ""
+        if row_gap is not None and local == worst:
+            mean = float(gap_sum) / max(1.0, float(real_mask.sum()))
+            row = int(row_gap.nan_to_num(nan=float("inf")).argmax())
+            detail = f" (this rank: worst in its completion {row}, mean |gap| {mean:.4g})"
+        raise SyncVerificationError(
+            f"the rollout engine's sampling logprobs differ from the learner's by max {worst:.4g} > {limit:g} "
+            f"on this step's own tokens{detail}: the engine sampled with other weights than the learner holds. "
+            f"Stopped before the optimizer step. {mismatch_causes(worst)}"
+        )
 
     # ------------------------------------------------------------------------------------------ weights
     def named_parameters_for_sync(self) -> Iterator[tuple[str, Tensor]]:

@@ -154,3 +154,65 @@ def test_step_reports_the_gap_to_the_engines_logprobs(tiny_model_path: str) -> N
     assert metrics["sync/step_logprob_mean_abs_diff"] == pytest.approx(0.5, abs=1e-4)
     missing = learner.train_step(sequences, torch.zeros(4), rollout_logprobs=[[] for _ in sequences])
     assert "sync/step_logprob_max_abs_diff" not in missing  # no engine logprobs, no check
+
+
+def test_a_gap_above_the_limit_stops_the_step_before_the_optimizer(tiny_model_path: str) -> None:
+    from r1zero.sync import SyncVerificationError
+
+    sequences = _sequences(2, n=4, group_size=2)
+    learner = Learner(
+        tiny_model_path,
+        LearnerConfig(backend="torch", lr=1.0),
+        AlgoConfig(),
+        total_steps=2,
+        max_response_len=8,
+    )
+    exact = [t.tolist() for t in learner.logprobs(sequences)]
+    advantages = torch.tensor([1.0, -1.0, 1.0, -1.0])
+    before = {k: v.detach().clone() for k, v in learner.module.named_parameters()}
+    wrong = [row if i != 2 else [v - 0.3 for v in row] for i, row in enumerate(exact)]  # one completion off
+    with pytest.raises(SyncVerificationError, match=r"max 0\.3.* > 0\.1.*completion 2.*before the optimizer"):
+        learner.train_step(sequences, advantages, rollout_logprobs=wrong, max_rollout_gap=0.1)
+    for name, value in learner.module.named_parameters():
+        assert torch.equal(value, before[name]), name  # no update from samples of the wrong weights
+    metrics = learner.train_step(sequences, advantages, rollout_logprobs=exact, max_rollout_gap=0.1)
+    assert metrics["sync/step_logprob_max_abs_diff"] < 1e-5
+    assert not torch.equal(learner.module.model.embed_tokens.weight, before["model.embed_tokens.weight"])
+
+
+def test_truncated_is_in_one_pass_weights_each_sequence_without_an_extra_forward(
+    tiny_model_path: str,
+) -> None:
+    # With one inner iteration the TIS weights come from the training pass itself. If the engine's logprobs are
+    # the learner's shifted by c_i for all of sequence i's tokens, every token of i gets weight min(exp(c_i), cap),
+    # so the step must equal a plain step with advantages A_i * min(exp(c_i), cap): exp(0.3) = 1.35 -> 1.2
+    # (capped), exp(-1) = 0.368, exp(0) = 1, exp(0.1) = 1.105.
+    import math
+
+    from safetensors.torch import load_file
+
+    sequences = _sequences(3, n=4, group_size=2)
+    advantages = torch.tensor([1.0, -1.0, 0.5, -0.5])
+    shifts, cap = [-0.3, 1.0, 0.0, -0.1], 1.2
+    weights = torch.tensor([min(math.exp(-c), cap) for c in shifts])
+
+    def learner() -> Learner:
+        cfg = LearnerConfig(backend="torch", micro_batch_size=2, lr=10.0, adam_eps=10.0, max_grad_norm=0.0)
+        return Learner(tiny_model_path, cfg, AlgoConfig(tis_cap=cap), total_steps=1, max_response_len=8)
+
+    with_tis = learner()
+    exact = [t.tolist() for t in with_tis.logprobs(sequences)]
+    rollout = [[v + c for v in row] for row, c in zip(exact, shifts)]
+    calls = []
+    forward = with_tis._forward
+    with_tis._forward = lambda *a, **k: calls.append(1) or forward(*a, **k)  # type: ignore[method-assign]
+    with_tis.train_step(sequences, advantages, rollout_logprobs=rollout)
+    assert len(calls) == 2  # two micro-batches, one forward each: no separate pass for the old logprobs
+    plain = learner()
+    plain.train_step(sequences, advantages * weights, rollout_logprobs=exact)
+    initial = load_file(f"{tiny_model_path}/model.safetensors")
+    got, want = dict(with_tis.module.named_parameters()), dict(plain.module.named_parameters())
+    moved = (want["model.embed_tokens.weight"] - initial["model.embed_tokens.weight"]).abs().max()
+    assert moved > 1e-5
+    for name, value in want.items():
+        assert torch.allclose(got[name], value, atol=1e-6, rtol=1e-5), (name, (got[name] - value).abs().max())

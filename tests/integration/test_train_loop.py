@@ -41,9 +41,14 @@ def metrics_of(run_dir: Path) -> dict[int, dict]:
 def _check_run(run_dir: Path, steps: int) -> dict[int, dict]:
     metrics = metrics_of(run_dir)
     assert sorted(metrics) == list(range(1, steps + 1))
-    for row in metrics.values():
+    for step, row in metrics.items():
         assert row["rollout/num_completions"] == 8
-        assert row["sync/max_abs_logprob_diff"] < 1e-3  # fp32 rollout vs fp32 learner
+        assert row["sync/step_logprob_max_abs_diff"] < 1e-3  # fp32 rollout vs fp32 learner, every step
+        if step in (
+            1,
+            steps,
+        ):  # the probe runs after the first and the last push (and every sync.verify_every)
+            assert row["sync/max_abs_logprob_diff"] < 1e-3
         for key in ("perf/rollout_s", "perf/reward_s", "perf/learner_s", "perf/sync_s", "loss/entropy"):
             assert key in row
     assert (run_dir / "final_model" / "config.json").exists()
@@ -108,3 +113,31 @@ def test_existing_checkpoints_without_resume_is_an_error(tmp_path: Path) -> None
     run(compose(tmp_path / "run", "learner=torch", "steps=1", "eval.at_start_and_end=false"))
     with pytest.raises(ValueError, match=r"checkpoint\.resume=false"):
         run(compose(tmp_path / "run", "learner=torch", "steps=2", "checkpoint.resume=false"))
+
+
+def test_a_bad_push_between_probes_is_caught_by_the_next_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The probe runs after pushes 1 and 5 only; push 2 hands the engine perturbed weights. Step 3's learner pass
+    # must see that its samples came from other weights and stop before the optimizer step.
+    import torch
+
+    from r1zero import sync
+    from r1zero.distributed import RankFailure
+
+    real_push = sync.push_weights
+
+    def push(engine, named_tensors, version):  # type: ignore[no-untyped-def]
+        if version == 2:
+            named_tensors = ((n, t + 0.05 * torch.randn_like(t)) for n, t in named_tensors)
+        return real_push(engine, named_tensors, version)
+
+    monkeypatch.setattr(sync, "push_weights", push)
+    cfg = compose(tmp_path / "run", "steps=5", "sync.verify_every=100")
+    with pytest.raises(
+        RankFailure, match=r"phase learner at step 3: SyncVerificationError.*before the optimizer"
+    ):
+        run(cfg)
+    metrics = metrics_of(tmp_path / "run")
+    assert sorted(metrics) == [1, 2]  # step 3 was not logged: it never trained
+    assert "sync/max_abs_logprob_diff" in metrics[1] and "sync/max_abs_logprob_diff" not in metrics[2]

@@ -138,6 +138,14 @@ def test_summary_numbers() -> None:
     assert s["padded_layout_waste"] == pytest.approx(1 - 1000 / 1250)
 
 
+def test_sync_share_counts_the_probe_once_per_verify_every() -> None:
+    per = _results()["models"]["small"]
+    per["r1zero"]["settings"]["sync_verify_every"] = 10
+    assert summarize_model(per)["sync_fraction"] == pytest.approx((0.06 + 0.04 / 10) / 2.0)
+    per["r1zero"]["settings"]["sync_verify_every"] = 0  # probe off: the push alone
+    assert summarize_model(per)["sync_fraction"] == pytest.approx(0.06 / 2.0)
+
+
 def test_summary_targets_and_report() -> None:
     results = _results()
     summary = summarize(results)
@@ -154,6 +162,24 @@ def test_summary_targets_and_report() -> None:
     text = render_report(results)
     assert "| speed-up vs TRL (TRL s / r1zero s) | 2.5 | >= 2: met |" in text
     assert "vllm_mode=colocate failed here: AttributeError" in text
+
+
+def test_each_precision_of_the_target_model_is_judged() -> None:
+    import copy
+
+    results = _results()
+    slow = copy.deepcopy(results["models"]["small"])
+    slow["r1zero"]["step_s_median"] = 4.0  # 5.0 / 4.0 = 1.25x: misses the 2x target
+    slow["r1zero"]["settings"]["precision"] = "learner bf16, rollout bfloat16"
+    results["models"]["small bf16"] = slow
+    results["summary"] = summarize(results)
+    by_model = results["summary"]["targets_by_model"]
+    assert by_model["small"]["speedup_vs_trl"] is True and by_model["small bf16"]["speedup_vs_trl"] is False
+    text = render_report(results)
+    assert (
+        "| speed-up vs TRL (TRL s / r1zero s) | 2.5 | 1.25 | >= 2: met (small), MISSED (small bf16) |" in text
+    )
+    assert "| precision, both sides | - | learner bf16, rollout bfloat16 |" in text
 
 
 def test_a_busy_machine_is_flagged() -> None:
@@ -181,6 +207,9 @@ def test_cli_defaults_and_unknown_worker() -> None:
     full = parse_args([])
     assert (full.models, full.warmup, full.reps, full.threads) == (["tiny", "small"], 2, 6, 2)
     assert full.trl_generation == "auto"
+    assert (quick.precisions, full.precisions) == (["fp32"], ["fp32", "bf16"])
+    with pytest.raises(SystemExit):
+        parse_args(["--precisions", "fp16"])
     with pytest.raises(ValueError, match="unknown bench worker"):
         run_spec({"kind": "nope"})
 

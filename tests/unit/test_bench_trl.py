@@ -10,8 +10,15 @@ import pytest
 pytest.importorskip("trl")
 
 
-def test_trl_config_mirrors_the_run_config(tmp_path: Path) -> None:
+def test_trl_config_mirrors_the_run_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The bench builds this config in a fresh worker process. Here an earlier in-process run may have left
+    # LOCAL_RANK (DeepSpeed wants it) without a process group, which accelerate would take for a torchrun launch.
+    import torch.distributed as dist
+
     from r1zero.bench.loops import compose_config, trl_config
+
+    if not dist.is_initialized():
+        monkeypatch.delenv("LOCAL_RANK", raising=False)
 
     cfg = compose_config(
         ["model=tiny", "rollout.prompts_per_step=3", "rollout.group_size=4", "learner.lr=3e-5"]
