@@ -32,6 +32,24 @@ def lr_lambda(schedule: str, warmup_steps: int, total_steps: int):
     return factor
 
 
+def effective_zero_stage(stage: int, world_size: int) -> int:
+    """The ZeRO stage to run. ZeRO-1/2 partition optimizer state and gradients over the ranks; with one rank
+    there is nothing to partition, and stage 0 takes the same step without first copying every gradient into
+    flat buffers (small preset, 2 CPU cores: learner step 1.09 -> 0.99 s in fp32, 0.79 -> 0.69 s in bf16, where
+    stage 0 also keeps fp32 master weights). ZeRO-3 is kept: its gathered-parameter paths are what a user tests
+    on one device before scaling out.
+    Example: (2, 1) -> 0; (2, 8) -> 2; (3, 1) -> 3."""
+    return 0 if world_size == 1 and stage in (1, 2) else stage
+
+
+def learner_clips(cfg: LearnerConfig, world_size: int) -> bool:
+    """Does the learner clip gradients itself (before `engine.step()`) instead of DeepSpeed? Only for fp32 at
+    ZeRO stage 0, where DeepSpeed clips but keeps no gradient norm to report (its ZeRO and bf16 optimizers do).
+    The gradients are already averaged over ranks then: stage 0 all-reduces them in the boundary backward."""
+    stage = effective_zero_stage(cfg.zero_stage, world_size)
+    return cfg.backend == "deepspeed" and stage == 0 and cfg.precision == "fp32"
+
+
 def deepspeed_config(cfg: LearnerConfig, *, world_size: int) -> dict[str, Any]:
     """The DeepSpeed JSON config for a learner config. Gradient accumulation is driven by the caller (it
     marks the boundary itself and scales each micro-batch loss by the step's global normaliser)."""
@@ -39,8 +57,8 @@ def deepspeed_config(cfg: LearnerConfig, *, world_size: int) -> dict[str, Any]:
         "train_micro_batch_size_per_gpu": 1,
         "gradient_accumulation_steps": 1,
         "train_batch_size": world_size,
-        "gradient_clipping": cfg.max_grad_norm,
-        "zero_optimization": {"stage": cfg.zero_stage},
+        "gradient_clipping": 0.0 if learner_clips(cfg, world_size) else cfg.max_grad_norm,
+        "zero_optimization": {"stage": effective_zero_stage(cfg.zero_stage, world_size)},
         "bf16": {"enabled": cfg.precision == "bf16"},
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,

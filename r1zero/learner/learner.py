@@ -21,7 +21,7 @@ from r1zero.learner.batching import (
     plan_micro_batches,
     response_layout,
 )
-from r1zero.learner.engine import attach_logprob_head, build_engine, load_model
+from r1zero.learner.engine import attach_logprob_head, build_engine, learner_clips, load_model
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -60,6 +60,8 @@ class Learner:
         # Packing layout: one row per micro-batch or several, whichever the cost model says is cheaper.
         self.pair_cost = attention_pair_cost(model.config)
         self.engine = build_engine(model, cfg, total_steps=total_steps, world_size=distributed.world_size())
+        self.clips = learner_clips(cfg, distributed.world_size())  # else the engine clips and keeps the norm
+        self.grad_norm = 0.0
         self.module = self.engine.module
         if cfg.backend == "torch":
             self.module.to(self.device)
@@ -220,11 +222,17 @@ class Learner:
                     sums[name] = sums.get(name, 0.0) + float(value) * weight
             if iteration == 0 and max_rollout_gap is not None:
                 self._check_rollout_gap(row_gap if gap_check else None, gap_sum, real_mask, max_rollout_gap)
+            if self.clips:
+                params = [p for p in self.module.parameters() if p.grad is not None]
+                limit = self.cfg.max_grad_norm if self.cfg.max_grad_norm > 0 else float("inf")
+                self.grad_norm = float(torch.nn.utils.clip_grad_norm_(params, limit))
             self.engine.step()
         total = max(1.0, float(response_mask.sum()) * self.algo.num_iterations)
         out = {f"loss/{k}": v / total for k, v in sums.items() if k != "policy"}
         out["loss/policy"] = sums.get("policy", 0.0) / self.algo.num_iterations
-        out["loss/grad_norm"] = float(self.engine.get_global_grad_norm() or 0.0)
+        out["loss/grad_norm"] = (
+            self.grad_norm if self.clips else float(self.engine.get_global_grad_norm() or 0.0)
+        )
         out["loss/lr"] = float(self.engine.lr_scheduler.get_last_lr()[0])
         out["perf/learner_tokens"] = float(tokens)
         if gap_check:

@@ -216,3 +216,21 @@ def test_truncated_is_in_one_pass_weights_each_sequence_without_an_extra_forward
     assert moved > 1e-5
     for name, value in want.items():
         assert torch.allclose(got[name], value, atol=1e-6, rtol=1e-5), (name, (got[name] - value).abs().max())
+
+
+def test_zero2_on_one_rank_takes_the_plain_torch_step_with_clipping(tiny_model_path: str) -> None:
+    # One rank: ZeRO-2 runs as stage 0 and the learner clips itself. With Adam's eps at 10 the update is ~lr * g,
+    # so the clipping factor shows in the weights: both learners must clip to the same norm and move alike.
+    sequences = _sequences(4, n=8, group_size=4)
+    advantages = torch.tensor([1.0, -1.0, 0.5, -0.5, 2.0, -2.0, 0.0, 1.0])
+    updated, norms = [], []
+    for backend in ("torch", "deepspeed"):
+        torch.manual_seed(0)
+        cfg = LearnerConfig(backend=backend, zero_stage=2, lr=10.0, adam_eps=10.0, max_grad_norm=1e-3)
+        learner = Learner(tiny_model_path, cfg, AlgoConfig(), total_steps=1, max_response_len=8)
+        norms.append(learner.train_step(sequences, advantages)["loss/grad_norm"])
+        updated.append({k: v.detach().clone() for k, v in learner.module.named_parameters()})
+    assert norms[0] > 1e-2  # far above the limit: the clip is active
+    assert norms[1] == pytest.approx(norms[0], rel=1e-5)
+    for name, value in updated[0].items():
+        assert torch.allclose(value, updated[1][name], atol=1e-7, rtol=1e-5), name
