@@ -97,7 +97,9 @@ class PaddedLearner:
                     cols.append(len(prompt) - 1 + j)
                     labels.append(token)
                     adv.append(float(advantages[lo + i]))
-            hidden = self.model.model(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+            hidden = self.model.model(
+                input_ids=ids.to(device), attention_mask=mask.to(device)
+            ).last_hidden_state
             picked = hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)]  # [M, H]
             logp = self.model.lm_head(picked).float().log_softmax(-1)  # [M, V]
             logp = logp.gather(1, torch.tensor(labels, device=device)[:, None]).squeeze(1)  # [M]
@@ -144,13 +146,17 @@ def main() -> None:
                                "sequences": len(sequences), "real_tokens": real, "learners": {}}  # fmt: skip
     with tempfile.TemporaryDirectory() as folder:
         model = AutoModelForCausalLM.from_config(config)
-        body = sum(p.numel() for n, p in model.named_parameters() if "embed_tokens" not in n and "lm_head" not in n)
+        body = sum(
+            p.numel() for n, p in model.named_parameters() if "embed_tokens" not in n and "lm_head" not in n
+        )
         model.to(torch.bfloat16).save_pretrained(folder)
         del model
         learner_cfg = LearnerConfig(
             backend="deepspeed", zero_stage=0, precision="bf16", micro_batch_size=args.micro_batch_size
         )
-        packed = Learner(folder, learner_cfg, AlgoConfig(), total_steps=100, max_response_len=args.response_len)
+        packed = Learner(
+            folder, learner_cfg, AlgoConfig(), total_steps=100, max_response_len=args.response_len
+        )
         padded_model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).to(device)
         padded = PaddedLearner(padded_model, 1e-6, args.micro_batch_size)
         steps = {
@@ -171,7 +177,9 @@ def main() -> None:
                 "step_s": seconds,
                 "tokens_per_s": real / seconds,
                 "mfu": 6.0 * body * real / seconds / peak,
-                "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
+                "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30
+                if device.type == "cuda"
+                else None,
             }
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()

@@ -35,7 +35,7 @@ def lr_lambda(schedule: str, warmup_steps: int, total_steps: int):
 def effective_zero_stage(stage: int, world_size: int) -> int:
     """The ZeRO stage to run. ZeRO-1/2 partition optimizer state and gradients over the ranks; with one rank
     there is nothing to partition, and stage 0 takes the same step without first copying every gradient into
-    flat buffers (small preset, 2 CPU cores: learner step 1.09 -> 0.99 s in fp32, 0.79 -> 0.69 s in bf16, where
+    flat buffers (small preset, 2 CPU cores: learner step 1.18 -> 1.02 s in fp32, 0.79 -> 0.69 s in bf16, where
     stage 0 also keeps fp32 master weights). ZeRO-3 is kept: its gathered-parameter paths are what a user tests
     on one device before scaling out.
     Example: (2, 1) -> 0; (2, 8) -> 2; (3, 1) -> 3."""
