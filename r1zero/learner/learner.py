@@ -165,13 +165,16 @@ class Learner:
         if self.ref_model is not None:
             ref_lp = response_layout([t.tolist() for t in self.logprobs(sequences, reference=True)])[0]
 
-        sums: dict[str, float] = {}
+        # Metric sums stay on the device until the step ends: no host sync between micro-batches.
+        sums: dict[str, Tensor | float] = {}
         tokens = 0
         for iteration in range(self.algo.num_iterations):
             for i, batch in enumerate(batches):
                 rows = torch.tensor(batch.rows)
-                mb_width = int(batch.response_len.max())
-                mask = response_mask[rows, :mb_width].to(self.device)  # [n, t]
+                mb_width = max(resp_lens[r] for r in batch.rows)
+                host_mask = response_mask[rows, :mb_width]  # [n, t]
+                weight = int(host_mask.sum())  # loss tokens of this micro-batch, counted on the host
+                mask = host_mask.to(self.device)  # [n, t]
                 logprobs, entropy = self._forward(self.module, batch, mb_width)  # [n, t]
                 if gap_check and rollout_lp is not None and iteration == 0:
                     with torch.no_grad():
@@ -209,17 +212,16 @@ class Learner:
                         normalizer=normalizer,
                     )
                     loss = loss + self.algo.kl_coef * kl
-                    metrics["kl_ref"] = kl.detach() * normalizer / max(1.0, float(mask.sum()))
+                    metrics["kl_ref"] = kl.detach() * normalizer / max(1, weight)
                 self.engine.set_gradient_accumulation_boundary(i == len(batches) - 1)
                 # DeepSpeed averages gradients over ranks; the normaliser already spans all ranks.
                 self.engine.backward(loss * world)
-                weight = float(mask.sum())
-                tokens += int(mask.sum())
-                sums["policy"] = sums.get("policy", 0.0) + float(loss.detach())
+                tokens += weight
+                sums["policy"] = sums.get("policy", 0.0) + loss.detach()
                 with torch.no_grad():
-                    sums["entropy"] = sums.get("entropy", 0.0) + float((entropy * mask).sum())
+                    sums["entropy"] = sums.get("entropy", 0.0) + (entropy * mask).sum()
                 for name, value in metrics.items():
-                    sums[name] = sums.get(name, 0.0) + float(value) * weight
+                    sums[name] = sums.get(name, 0.0) + value * weight
             if iteration == 0 and max_rollout_gap is not None:
                 self._check_rollout_gap(row_gap if gap_check else None, gap_sum, real_mask, max_rollout_gap)
             if self.clips:
@@ -228,8 +230,9 @@ class Learner:
                 self.grad_norm = float(torch.nn.utils.clip_grad_norm_(params, limit))
             self.engine.step()
         total = max(1.0, float(response_mask.sum()) * self.algo.num_iterations)
-        out = {f"loss/{k}": v / total for k, v in sums.items() if k != "policy"}
-        out["loss/policy"] = sums.get("policy", 0.0) / self.algo.num_iterations
+        values = {k: float(v) for k, v in sums.items()}  # the step's one wait for the device
+        out = {f"loss/{k}": v / total for k, v in values.items() if k != "policy"}
+        out["loss/policy"] = values.get("policy", 0.0) / self.algo.num_iterations
         out["loss/grad_norm"] = (
             self.grad_norm if self.clips else float(self.engine.get_global_grad_norm() or 0.0)
         )
