@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import types
 from typing import Any
@@ -11,6 +12,8 @@ from torch import Tensor, nn
 
 from r1zero.algo import hidden_to_logprobs
 from r1zero.config import LearnerConfig
+
+log = logging.getLogger(__name__)
 
 
 def lr_lambda(schedule: str, warmup_steps: int, total_steps: int):
@@ -176,6 +179,8 @@ class TorchEngine:
 def build_engine(model: nn.Module, cfg: LearnerConfig, *, total_steps: int, world_size: int):
     """DeepSpeed engine (backend "deepspeed") or TorchEngine (backend "torch") around `model`."""
     schedule = lr_lambda(cfg.lr_schedule, cfg.warmup_steps, total_steps)
+    if cfg.backend == "deepspeed" and effective_zero_stage(cfg.zero_stage, world_size) != cfg.zero_stage:
+        log.info("learner: ZeRO-%d on a single rank runs as stage 0 (nothing to partition)", cfg.zero_stage)
     if cfg.backend == "torch":
         if world_size > 1:
             raise ValueError(
