@@ -306,9 +306,10 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)
 
 
 def logprob_peak_bytes(variant: str, rows: int, dtype: str = "float32", threads: int = 2) -> int:
-    """Peak extra resident memory of logprob + entropy, forward and backward, in a fresh process: the method
-    of tests/unit/test_algo_memory.py (glibc's mmap threshold pinned so freed big buffers go back at once).
-    variant: "naive" (full log_softmax) or a chunk size ("512")."""
+    """Peak extra resident memory of logprob + entropy, forward and backward, in a fresh process, over its
+    resident memory just before the pass (glibc's mmap threshold pinned so freed big buffers go back at once).
+    variant: "naive" (full log_softmax) or a chunk size ("512"). Also the instrument of
+    tests/unit/test_algo_memory.py."""
     import os
     import subprocess
     import sys
