@@ -123,6 +123,14 @@ def make_adamw(params: list[nn.Parameter], cfg: LearnerConfig) -> torch.optim.Ad
     return torch.optim.AdamW(params, fused=fusable or None, **settings)
 
 
+def clip_gradients(module: nn.Module, max_grad_norm: float) -> float:
+    """Scale `module`'s gradients to a global L2 norm of at most `max_grad_norm` (0: no clipping); returns the
+    norm before clipping. Example: gradients [3, 4], max 1 -> [0.6, 0.8], returns 5.0."""
+    params = [p for p in module.parameters() if p.grad is not None]
+    limit = max_grad_norm if max_grad_norm > 0 else float("inf")
+    return float(torch.nn.utils.clip_grad_norm_(params, limit))
+
+
 class TorchEngine:
     """The plain-torch stand-in for a DeepSpeed engine (single process, for debugging): the same methods the
     learner uses (backward, step, module, save/load)."""
@@ -141,11 +149,7 @@ class TorchEngine:
         loss.backward()
 
     def step(self) -> None:
-        params = [p for p in self.module.parameters() if p.grad is not None]
-        norm = torch.nn.utils.clip_grad_norm_(
-            params, self.max_grad_norm if self.max_grad_norm > 0 else float("inf")
-        )
-        self.last_grad_norm = float(norm)
+        self.last_grad_norm = clip_gradients(self.module, self.max_grad_norm)
         self.optimizer.step()
         self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)

@@ -21,7 +21,13 @@ from r1zero.learner.batching import (
     plan_micro_batches,
     response_layout,
 )
-from r1zero.learner.engine import attach_logprob_head, build_engine, learner_clips, load_model
+from r1zero.learner.engine import (
+    attach_logprob_head,
+    build_engine,
+    clip_gradients,
+    learner_clips,
+    load_model,
+)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -225,9 +231,7 @@ class Learner:
             if iteration == 0 and max_rollout_gap is not None:
                 self._check_rollout_gap(row_gap if gap_check else None, gap_sum, real_mask, max_rollout_gap)
             if self.clips:
-                params = [p for p in self.module.parameters() if p.grad is not None]
-                limit = self.cfg.max_grad_norm if self.cfg.max_grad_norm > 0 else float("inf")
-                self.grad_norm = float(torch.nn.utils.clip_grad_norm_(params, limit))
+                self.grad_norm = clip_gradients(self.module, self.cfg.max_grad_norm)
             self.engine.step()
         total = max(1.0, float(response_mask.sum()) * self.algo.num_iterations)
         values = {k: float(v) for k, v in sums.items()}  # the step's one wait for the device

@@ -48,6 +48,17 @@ def test_who_clips() -> None:
             assert deepspeed_config(cfg, world_size=world)["gradient_clipping"] == cfg.max_grad_norm
 
 
+def test_clip_gradients_by_hand() -> None:
+    from r1zero.learner.engine import clip_gradients
+
+    layer = torch.nn.Linear(2, 1, bias=False)
+    layer.weight.grad = torch.tensor([[3.0, 4.0]])
+    assert clip_gradients(layer, 1.0) == pytest.approx(5.0)
+    torch.testing.assert_close(layer.weight.grad, torch.tensor([[0.6, 0.8]]))
+    assert clip_gradients(layer, 0.0) == pytest.approx(1.0)  # 0: the norm only
+    torch.testing.assert_close(layer.weight.grad, torch.tensor([[0.6, 0.8]]))
+
+
 def test_deepspeed_fused_adam_only_when_asked() -> None:
     config = deepspeed_config(LearnerConfig(fused_optimizer=True, lr=3e-6, weight_decay=0.1), world_size=1)
     assert (
