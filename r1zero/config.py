@@ -220,9 +220,10 @@ class SyncConfig:
     verify_every: int = 10
     # Probe sequences used for verification.
     probe_size: int = 2
-    # Stop with an error when the max abs per-token logprob difference (probe or per-step check) exceeds this. None = by precision: 0.01
-    # when rollout and learner are both fp32 (measured agreement ~1e-6; a stale tied lm_head is off by 0.2+ nats
-    # after one step), 1.0 otherwise (bf16 rollout vs fp32 learner: mean ~2e-3, max ~1e-2 measured on tiny).
+    # Stop with an error when the max abs per-token logprob difference (probe or per-step check) exceeds this.
+    # None = by precision: 0.01 when rollout and learner are both fp32 (measured agreement ~1e-6; a stale tied
+    # lm_head is off by 0.2+ nats after one step), 1.0 otherwise (bf16 rollout vs fp32 learner: mean ~2e-3, max
+    # ~1e-2 measured on tiny; 0.011-0.017 per step on the small preset).
     max_abs_logprob_diff: float | None = None
 
     def __post_init__(self) -> None:

@@ -199,9 +199,7 @@ def render_report(results: Mapping[str, Any]) -> str:
         lines.append(f"TRL generation: {next(g for g in trl if g)}")
     if attempt and not attempt.get("ok"):
         lines.append(f"TRL use_vllm=True vllm_mode=colocate failed here: {attempt.get('error')}")
-    judged: dict[str, dict[str, bool | None]] = summary.get("targets_by_model") or (
-        {target_model: met} if target_model else {}
-    )
+    judged: dict[str, dict[str, bool | None]] = summary.get("targets_by_model", {})
     header = ["metric", *names, f"target ({', '.join(judged) or '-'})"]
     words = {True: "met", False: "MISSED", None: "-"}
     rows = []
