@@ -87,7 +87,7 @@ def run_worker(
     returned as {"ok": False, "error": ...}."""
     spec_path, out_path, log_path = (workdir / f"{name}{ext}" for ext in (".spec.json", ".json", ".log"))
     spec_path.write_text(json.dumps(spec))
-    # The workers import the same r1zero as this process (a shared venv's editable install may point elsewhere).
+    # The workers import the same r1zero as this process, even when it was started outside its checkout's .venv.
     root = str(Path(__file__).resolve().parents[2])
     path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=path)
