@@ -117,7 +117,19 @@ class RolloutConfig:
         )
         _check(self.max_new_tokens >= 1, f"rollout.max_new_tokens must be >= 1; got {self.max_new_tokens}")
         _check(self.temperature > 0, f"rollout.temperature must be > 0; got {self.temperature}")
-        _check(0 < self.top_p <= 1, f"rollout.top_p must be in (0, 1]; got {self.top_p}")
+        # The learner scores logits / temperature over the whole vocabulary; top-p/top-k sampling draws from a
+        # truncated distribution the learner does not compute, so the ratio and the sync check would compare two
+        # different distributions. Refused rather than silently off-policy.
+        _check(
+            self.top_p == 1.0,
+            f"rollout.top_p={self.top_p} is not supported for training: the learner scores the full "
+            "distribution logits / temperature (top-p would make the samples off-policy); use rollout.top_p=1.0",
+        )
+        _check(
+            self.top_k <= 0,
+            f"rollout.top_k={self.top_k} is not supported for training: the learner scores the full "
+            "distribution logits / temperature (top-k would make the samples off-policy); use rollout.top_k=-1",
+        )
         _check(0 < self.gpu_memory_utilization < 1, "rollout.gpu_memory_utilization must be in (0, 1)")
 
 
@@ -139,8 +151,12 @@ class AlgoConfig:
     old_logprobs_source: str = "learner"
     # Truncated importance-sampling correction for the rollout/learner mismatch: cap (None = off).
     tis_cap: float | None = None
-    # DAPO dynamic sampling: drop groups whose rewards are all equal (they carry no gradient).
+    # DAPO dynamic sampling: groups whose rewards are all equal carry no gradient; drop them and sample more
+    # prompts (B per extra round) until the batch holds prompts_per_step groups with varied rewards.
     dynamic_sampling: bool = False
+    # Dynamic sampling: at most this many extra generation rounds per step. When they run out, the step trains on
+    # the varied groups found so far (a warning; algo/trained_groups < prompts_per_step in the metrics).
+    max_sampling_rounds: int = 3
     # DAPO soft overlong penalty: buffer length in tokens before max_new_tokens (0 = off), and its size.
     overlong_buffer: int = 0
     overlong_penalty: float = 1.0
@@ -161,6 +177,10 @@ class AlgoConfig:
             f"algo.tis_cap must be None or >= 1; got {self.tis_cap}",
         )
         _check(self.overlong_buffer >= 0, f"algo.overlong_buffer must be >= 0; got {self.overlong_buffer}")
+        _check(
+            self.max_sampling_rounds >= 0,
+            f"algo.max_sampling_rounds must be >= 0; got {self.max_sampling_rounds}",
+        )
 
 
 @dataclass

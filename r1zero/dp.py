@@ -79,12 +79,17 @@ def with_prompt_offset(completions: Sequence[Completion], offset: int) -> list[C
 
 
 def gather_step(
-    completions: Sequence[Completion], scored: Scored, rewards: Sequence[float]
+    completions: Sequence[Completion], scored: Scored, rewards: Sequence[float], *, light: bool = True
 ) -> tuple[list[Completion], Scored, list[float]]:
     """This rank's completions (global prompt indices), scores and rewards [N/W] -> the whole step's, in global
-    batch order, on every rank. Logprobs and prompt ids stay behind (the learner keeps its own rows)."""
-    light = [dataclasses.replace(c, prompt_token_ids=[], logprobs=None) for c in completions]
-    parts = distributed.all_gather_object((light, scored, list(rewards)))
+    batch order, on every rank. light: prompt ids and logprobs stay behind (the learner keeps its own rows);
+    False sends them too (dynamic sampling re-splits the kept groups over the ranks)."""
+    sent = (
+        [dataclasses.replace(c, prompt_token_ids=[], logprobs=None) for c in completions]
+        if light
+        else list(completions)
+    )
+    parts = distributed.all_gather_object((sent, scored, list(rewards)))
     all_completions: list[Completion] = []
     texts: list[str] = []
     totals: list[float] = []

@@ -178,6 +178,9 @@ class VLLMEngine:
             "enforce_eager": enforce_eager,
             "tensor_parallel_size": tensor_parallel_size,
             "distributed_executor_backend": _executor_backend(tensor_parallel_size),
+            # Sampling logprobs of the distribution actually sampled from (after temperature; top-p/top-k are
+            # refused for training by the config), which is what the learner scores: logits / T.
+            "logprobs_mode": "processed_logprobs",
         }
         if self.on_cuda:
             kwargs.update(
@@ -215,7 +218,7 @@ class VLLMEngine:
             seed=None
             if sampling.seed is None
             else request_seed(sampling.seed, sampling.index_offset + prompt_index),
-            logprobs=0,  # the chosen token's logprob only; raw (before temperature) by default
+            logprobs=0,  # the chosen token's logprob only, after temperature (logprobs_mode above)
             detokenize=False,  # decoded below with the same tokenizer the rewards and learner use
         )
 
