@@ -190,6 +190,9 @@ def finish(session: Session, step: int) -> dict[str, Any]:
 
     cfg, run_dir = session.cfg, session.run_dir
     summary: dict[str, Any] = {"run_dir": str(run_dir), "steps_done": step, "history": session.history}
+    summary["aha_first_seen"] = dict(
+        session.first_seen.first_seen
+    )  # phrase -> first step (kept over resumes)
     if step == cfg.steps:
         if session.eval_at_start_and_end:
             with phase("eval", step):
