@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import types
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -16,21 +17,27 @@ from r1zero.config import LearnerConfig
 log = logging.getLogger(__name__)
 
 
-def lr_lambda(schedule: str, warmup_steps: int, total_steps: int):
-    """Multiplier of the base LR at optimizer step s: linear warmup, then constant / cosine / linear decay to 0.
+# Keyed by LearnerConfig.lr_schedule: the decay after warmup, progress p in [0, 1] -> multiplier of the base LR.
+LR_SCHEDULES: dict[str, Callable[[float], float]] = {
+    "constant": lambda p: 1.0,
+    "cosine": lambda p: 0.5 * (1.0 + math.cos(math.pi * p)),
+    "linear": lambda p: 1.0 - p,
+}
+
+
+def lr_lambda(schedule: str, warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """Multiplier of the base LR at optimizer step s: linear warmup, then LR_SCHEDULES[schedule] decay.
 
     Example: warmup 2, total 10, cosine: s=0 -> 0.5, s=1 -> 1.0, s=6 -> 0.5 * (1 + cos(pi * 4 / 8)) = 0.5.
     """
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"learner.lr_schedule must be one of {', '.join(LR_SCHEDULES)}; got {schedule!r}")
+    decay = LR_SCHEDULES[schedule]
 
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
-        if schedule == "constant":
-            return 1.0
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        if schedule == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-        return 1.0 - progress  # linear
+        return decay(min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps)))
 
     return factor
 
