@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import types
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -16,8 +17,18 @@ from r1zero.config import LearnerConfig
 log = logging.getLogger(__name__)
 
 
-def lr_lambda(schedule: str, warmup_steps: int, total_steps: int, updates_per_step: int = 1):
-    """Multiplier of the base LR for optimizer update u: linear warmup, then constant / cosine / linear decay to 0.
+# Keyed by LearnerConfig.lr_schedule: the decay after warmup, progress p in [0, 1] -> multiplier of the base LR.
+LR_SCHEDULES: dict[str, Callable[[float], float]] = {
+    "constant": lambda p: 1.0,
+    "cosine": lambda p: 0.5 * (1.0 + math.cos(math.pi * p)),
+    "linear": lambda p: 1.0 - p,
+}
+
+
+def lr_lambda(
+    schedule: str, warmup_steps: int, total_steps: int, updates_per_step: int = 1
+) -> Callable[[int], float]:
+    """Multiplier of the base LR for optimizer update u: linear warmup, then LR_SCHEDULES[schedule] decay.
 
     The schedule is defined per RL step: warmup_steps and total_steps count RL steps, and all
     `updates_per_step` optimizer updates of one RL step (algo.num_iterations) use that step's LR, so the
@@ -27,17 +38,15 @@ def lr_lambda(schedule: str, warmup_steps: int, total_steps: int, updates_per_st
     """
     if updates_per_step < 1:
         raise ValueError(f"updates_per_step must be >= 1; got {updates_per_step}")
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"learner.lr_schedule must be one of {', '.join(LR_SCHEDULES)}; got {schedule!r}")
+    decay = LR_SCHEDULES[schedule]
 
     def factor(update: int) -> float:
         step = update // updates_per_step
         if step < warmup_steps:
             return (step + 1) / warmup_steps
-        if schedule == "constant":
-            return 1.0
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        if schedule == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-        return 1.0 - progress  # linear
+        return decay(min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps)))
 
     return factor
 

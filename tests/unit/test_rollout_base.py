@@ -96,3 +96,20 @@ def test_importing_rollout_imports_no_backend() -> None:
 
     code = "import sys, r1zero.rollout; assert not {'vllm', 'transformers', 'torch'} & set(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_rollout_dtypes_by_device() -> None:
+    """base.DTYPES holds names (so the config checks rollout.dtype without torch); torch_dtype resolves them."""
+    import torch
+
+    from r1zero.rollout.base import torch_dtype
+
+    assert [torch_dtype(name, "cpu") for name in ("float32", "bfloat16", "float16", "auto")] == [
+        torch.float32,
+        torch.bfloat16,
+        torch.float16,
+        torch.float32,  # auto on CPU: bf16 matmuls are slow and inexact there
+    ]
+    assert torch_dtype("auto", "cuda") == torch.bfloat16
+    with pytest.raises(ValueError, match=r"rollout\.dtype must be one of float32, bfloat16, float16, auto"):
+        torch_dtype("int8")
