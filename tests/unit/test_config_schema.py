@@ -177,7 +177,8 @@ def scan_reads(sources: dict[str, str], classes: dict[str, dict[str, str | None]
         _bind_assignments(tree.body, module_env, types)  # module-level assignments (rare)
         class_envs: dict[int, dict[str, str]] = {}
         for cls in (n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)):
-            shared: dict[str, str] = {}
+            # In a method of a known dataclass (e.g. a Session holding `cfg: RunConfig`), `self` is that class.
+            shared: dict[str, str] = {"self": cls.name} if cls.name in classes else {}
             for method in _functions(cls):
                 env = _function_env(method, module_env, types)
                 shared |= {k: v for k, v in env.items() if k.startswith("self.")}
