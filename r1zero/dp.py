@@ -108,6 +108,8 @@ def gather_step(
 # How per-rank scalars combine into the step's value: default "first" (rank 0's own: timings, ...).
 _SUM = (
     "loss/policy",
+    "loss/kl",
+    "loss/total",
     "perf/learner_tokens",
     "perf/learner_packed_tokens",
     "perf/learner_pad_tokens",
@@ -121,8 +123,8 @@ def combine_rank_metrics(per_rank: Sequence[dict[str, float]], weights: Sequence
     """Per-rank scalar metrics -> the step's, each as one process would have computed it.
 
     loss/* (other than below): token-weighted mean (`weights` = each rank's loss tokens), i.e. sum / total tokens
-    over the whole batch. loss/policy: summed (each rank's micro-batch losses are divided by the GLOBAL
-    normaliser, so they add up to the step's loss). grad_norm, lr: identical on every rank (mean). Learner token
+    over the whole batch. loss/policy, loss/kl, loss/total: summed (each rank's micro-batch losses are divided by
+    the GLOBAL normaliser, so they add up to the step's loss). grad_norm, lr: identical on every rank (mean). Learner token
     counts and throughput: summed. sync/*: worst (max) or mean over ranks. Anything else: rank 0's value.
     Example: loss/entropy 1.0 (10 tokens) and 4.0 (30 tokens) -> (10 + 120) / 40 = 3.25.
     """

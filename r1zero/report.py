@@ -176,10 +176,10 @@ def plot_reflection(rows: Rows, candidates: Sequence[dict[str, Any]] = ()) -> tu
 
 def plot_entropy_kl(rows: Rows, candidates: Sequence[dict[str, Any]] = ()) -> tuple[Any, str | None]:
     entropy = series(rows, "loss/entropy")
-    kls = [(k, series(rows, k)) for k in ("loss/approx_kl_old", "loss/kl_ref")]
+    kls = [(k, series(rows, k)) for k in ("loss/approx_kl_old", "loss/kl")]
     kls = [(k, d) for k, d in kls if d[0]]
     if not entropy[0] and not kls:
-        return None, "no loss/entropy, loss/approx_kl_old or loss/kl_ref rows"
+        return None, "no loss/entropy, loss/approx_kl_old or loss/kl rows"
     fig, (ax_e, ax_k) = _figure(ncols=2)
     if entropy[0]:
         _line(ax_e, entropy, "loss/entropy", color="C0")
