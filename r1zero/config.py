@@ -232,10 +232,11 @@ class LearnerConfig:
     precision: str = "fp32"
     # Peak learning rate (AdamW).
     lr: float = 1e-6
-    # Decay after warmup, a key of r1zero.learner.engine.LR_SCHEDULES: constant, cosine or linear (to 0 at the
-    # last step).
+    # Decay after warmup, a key of r1zero.learner.engine.LR_SCHEDULES: constant, cosine or linear (towards 0 at
+    # `steps`). The schedule counts RL steps, not optimizer updates: all algo.num_iterations updates of one RL
+    # step use that step's LR, so warmup and decay end where they would with one update per step.
     lr_schedule: str = "constant"
-    # Optimizer steps of linear warmup from lr / warmup_steps to lr (0 = none).
+    # RL steps of linear warmup from lr / warmup_steps to lr (0 = none).
     warmup_steps: int = 0
     # AdamW decoupled weight decay.
     weight_decay: float = 0.0
