@@ -264,15 +264,17 @@ def metric_callback(loggers: Any) -> Any:
         def on_log(
             self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
         ) -> None:
-            if state.is_world_process_zero and logs:
+            if state.is_world_process_zero and logs and "train_runtime" not in logs:  # not the closing totals
                 metrics = {f"sft/{k}": v for k, v in logs.items() if isinstance(v, (int, float))}
                 loggers.log(metrics | {"train/step": float(state.global_step)}, step=state.global_step)
 
     return _ToLoggers()
 
 
-def run_sft(cfg: SftRunConfig) -> dict[str, Any]:
-    """Fine-tune cfg.model on cfg.data_path; resumes from run_dir's latest checkpoint; returns the summary."""
+def run_sft(cfg: SftRunConfig, callbacks: list[Any] | None = None) -> dict[str, Any]:
+    """Fine-tune cfg.model on cfg.data_path; resumes from run_dir's latest checkpoint; returns the summary.
+
+    callbacks: extra transformers TrainerCallbacks (tests use one to interrupt a run)."""
     setup_environment()
     from omegaconf import OmegaConf
     from transformers import AutoTokenizer
@@ -308,7 +310,7 @@ def run_sft(cfg: SftRunConfig) -> dict[str, Any]:
     if rank == 0 and getattr(loggers, "run_id", None):
         atomic_write_text(wandb_file, str(loggers.run_id))
     try:
-        trainer = build_trainer(cfg, rows, model_path, [metric_callback(loggers)])
+        trainer = build_trainer(cfg, rows, model_path, [metric_callback(loggers), *(callbacks or [])])
         if resume_from:
             log.info("resuming from %s", resume_from)
         result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
