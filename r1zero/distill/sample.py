@@ -159,6 +159,28 @@ def load_problems(cfg: SampleRunConfig) -> tuple[list[Example], set[str]]:
     return train, {e.question for e in held_out}
 
 
+def check_plan(out_dir: Path, cfg: SampleRunConfig, model_path: str, num_problems: int) -> None:
+    """Finished chunks are reused only by the same plan (teacher, task, seed, sampling, rules, chunking): the
+    first run writes chunks/plan.json; a restart with different settings fails instead of mixing the two."""
+    from r1zero.checkpoint import atomic_write_json
+    from r1zero.logging import to_json_value
+
+    plan = to_json_value(
+        {k: v for k, v in asdict(cfg).items() if k not in ("out_dir", "rollout")}
+        | {"model_path": model_path, "num_problems_resolved": num_problems}
+    )
+    path = out_dir / "chunks" / "plan.json"
+    if path.exists():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if old != plan:
+            changed = sorted(k for k in plan if old.get(k) != plan[k])
+            raise ValueError(
+                f"{out_dir} holds chunks sampled with other settings ({changed}): use another out_dir"
+            )
+    else:
+        atomic_write_json(path, plan)
+
+
 def chunk_done(out_dir: Path, c: int) -> bool:
     return (out_dir / "chunks" / f"chunk-{c:05d}.stats.json").exists()
 
@@ -229,6 +251,9 @@ def run_sample(cfg: SampleRunConfig, engine: Any = None) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cfg.model.trust_remote_code)
     problems, held_out = load_problems(cfg)
     num_chunks = -(-len(problems) // cfg.chunk_size)
+    if rank == 0:
+        check_plan(out_dir, cfg, model_path, len(problems))
+    distributed.barrier()
     todo = [c for c in range(num_chunks) if c % world == rank and not chunk_done(out_dir, c)]
     log.info(
         "%d problems in %d chunks; rank %d samples %d of them", len(problems), num_chunks, rank, len(todo)

@@ -39,7 +39,9 @@ def test_choose_keeps_correct_wellformed_unique_completions() -> None:
         comp(0, good, 12),  # duplicate of the first
         comp(1, " 4 + 4 = 8 </think> <answer>8</answer>", 12),
         comp(1, " 4 + 4 = 8, so </think> <answer>8</answer>", 30),  # correct but over max_length
-        comp(1, " 4+4=8 </think> <answer>8</answer>", 20, "length"),  # correct, well-formed, but cut at the limit
+        comp(
+            1, " 4+4=8 </think> <answer>8</answer>", 20, "length"
+        ),  # correct, well-formed, but cut at the limit
         comp(1, " no idea", 3),
     ]
     rows, stats = choose(prompts, completions, task, 4, RejectionRules(max_length=20))
@@ -50,7 +52,13 @@ def test_choose_keeps_correct_wellformed_unique_completions() -> None:
     assert rows[0]["prompt"] == prompts[0].text and rows[0]["prompt"].endswith("Assistant: <think>")
     assert rows[0]["length"] == 12 and rows[0]["answer"] == "5"
     assert stats["kept_per_prompt"] == [1, 1] and stats["candidates"] == 8
-    assert stats["reasons"] == {"incorrect": 2, "bad_format": 1, "truncated": 1, "duplicate": 1, "too_long": 1}
+    assert stats["reasons"] == {
+        "incorrect": 2,
+        "bad_format": 1,
+        "truncated": 1,
+        "duplicate": 1,
+        "too_long": 1,
+    }
     assert stats["kept_lengths"] == [12, 12]
 
 
@@ -104,3 +112,15 @@ def test_merge_refuses_a_held_out_row(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "train.jsonl").read_text())["question"] == "What is 1 + 2?"
     with pytest.raises(ValueError, match="held-out"):
         merge_chunks(tmp_path, 1, held_out={"What is 1 + 2?"})
+
+
+def test_restart_with_other_settings_is_refused(tmp_path: Path) -> None:
+    from r1zero.distill.sample import check_plan
+
+    cfg = SampleRunConfig(n=4, chunk_size=16, out_dir=str(tmp_path))
+    check_plan(tmp_path, cfg, "/m", 100)
+    check_plan(tmp_path, cfg, "/m", 100)  # the same plan: the finished chunks are reused
+    with pytest.raises(ValueError, match="chunk_size"):
+        check_plan(tmp_path, SampleRunConfig(n=4, chunk_size=4, out_dir=str(tmp_path)), "/m", 100)
+    with pytest.raises(ValueError, match="model_path"):
+        check_plan(tmp_path, cfg, "/other", 100)
