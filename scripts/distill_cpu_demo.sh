@@ -25,7 +25,7 @@ if [[ "$TEACHER" != smollm2-135m ]]; then
 fi
 # 4 samples per problem, the shortest correct one kept (at most one per problem).
 $BIN/r1zero-sample model.name="$TEACHER" "${TASK[@]}" num_problems=384 n=4 max_new_tokens=32 temperature=1.0 \
-  rules.max_per_prompt=1 rules.prefer_shortest=true chunk_size=16 out_dir="$OUT/sample"
+  rules.max_per_prompt=1 rules.prefer_shortest=true chunk_size=4 out_dir="$OUT/sample"
 $BIN/r1zero-sft model.name=smollm2-135m data_path="$OUT/sample/train.jsonl" epochs=1 batch_size=8 lr=1e-5 \
   max_length=256 save_every=10 run_dir="$OUT/sft"
 $BIN/r1zero-eval model.name="$OUT/sft" "${TASK[@]}" "${EVAL[@]}" out_dir="$OUT/eval_student"

