@@ -7,7 +7,10 @@ and the allowed values. Below the entry point, code receives these typed objects
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from r1zero.sync import GapLimits
 
 ROLLOUT_ENGINES = ("vllm", "hf")
 DTYPES = ("float32", "bfloat16", "float16", "auto")
@@ -221,10 +224,15 @@ class SyncConfig:
     # Probe sequences used for verification.
     probe_size: int = 2
     # Stop with an error when the max abs per-token logprob difference (probe or per-step check) exceeds this.
-    # None = by precision: 0.01 when rollout and learner are both fp32 (measured agreement ~1e-6; a stale tied
-    # lm_head is off by 0.2+ nats after one step), 1.0 otherwise (bf16 rollout vs fp32 learner: mean ~2e-3, max
-    # ~1e-2 measured on tiny; 0.011-0.017 per step on the small preset).
+    # None = by precision: 0.01 when rollout and learner are both fp32 (measured agreement ~1e-6), 1.0 otherwise
+    # (a bf16 side scatters single tokens: up to 0.62 nats per step on SmolLM2-135M).
     max_abs_logprob_diff: float | None = None
+    # Per-step check: also stop when the MEAN abs logprob difference over a rank's tokens of the step exceeds this.
+    # None = by precision: none when both sides are fp32 (the max limit is tighter), 0.05 otherwise. bf16 rounding
+    # averages out (mean <= 0.022 per step on SmolLM2-135M with bf16 on both sides), while a broken sync moves
+    # many tokens at once (a stale tied lm_head one step after a push: 0.19-0.27 on tiny, max 0.45-0.62, which
+    # the max limit lets through). Measured distributions and margins: docs/sync_gap.md.
+    mean_abs_logprob_diff: float | None = None
 
     def __post_init__(self) -> None:
         _check(self.verify_every >= 1, f"sync.verify_every must be >= 1; got {self.verify_every}")
@@ -232,6 +240,10 @@ class SyncConfig:
         _check(
             self.max_abs_logprob_diff is None or self.max_abs_logprob_diff > 0,
             "sync.max_abs_logprob_diff must be > 0 (or null for the precision-based default)",
+        )
+        _check(
+            self.mean_abs_logprob_diff is None or self.mean_abs_logprob_diff > 0,
+            "sync.mean_abs_logprob_diff must be > 0 (or null for the precision-based default)",
         )
 
 
@@ -348,11 +360,27 @@ class RunConfig:
 
     @property
     def sync_threshold(self) -> float:
-        """sync.max_abs_logprob_diff, or its precision-based default (see SyncConfig)."""
+        """sync.max_abs_logprob_diff, or its precision-based default (see SyncConfig): the max part of
+        `sync_limits`."""
         if self.sync.max_abs_logprob_diff is not None:
             return self.sync.max_abs_logprob_diff
-        fp32 = self.rollout.dtype == "float32" and self.learner.precision == "fp32"
-        return 0.01 if fp32 else 1.0
+        return 0.01 if self._sync_fp32 else 1.0
+
+    @property
+    def sync_limits(self) -> GapLimits:
+        """The per-step check's limits (max and mean |logprob gap|; the probe takes the max alone,
+        `sync_threshold`): sync.max_abs_logprob_diff and sync.mean_abs_logprob_diff, or their precision-based
+        defaults (see SyncConfig)."""
+        from r1zero.sync import GapLimits  # imported here: r1zero.sync imports this module
+
+        mean = self.sync.mean_abs_logprob_diff
+        if mean is None:
+            mean = float("inf") if self._sync_fp32 else 0.05
+        return GapLimits(self.sync_threshold, mean)
+
+    @property
+    def _sync_fp32(self) -> bool:
+        return self.rollout.dtype == "float32" and self.learner.precision == "fp32"
 
     @property
     def completions_per_step(self) -> int:

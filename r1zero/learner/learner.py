@@ -255,26 +255,38 @@ class Learner:
         return out
 
     @staticmethod
-    def _check_rollout_gap(row_gap: Tensor | None, gap_sum: Tensor, real_mask: Tensor, limit: float) -> None:
+    def _check_rollout_gap(
+        row_gap: Tensor | None, gap_sum: Tensor, real_mask: Tensor, limit: float | tuple[float, float]
+    ) -> None:
         """Raise SyncVerificationError when the engine's sampling logprobs and this step's first pass disagree
-        by more than `limit` on any rank. Every rank joins the reduction (a rank without engine logprobs adds
-        0), so all of them stop together rather than some waiting in the optimizer step."""
-        from r1zero.sync import SyncVerificationError, mismatch_causes
+        beyond `limit` on any rank: the max |gap| (row_gap [N], each row's max) or the mean |gap| over the
+        rank's tokens (gap_sum / real_mask.sum(), real_mask [N, T]) above its limit. `limit`: a
+        `r1zero.sync.GapLimits` (max, mean), e.g. `RunConfig.sync_limits`, or a bare number that limits the max
+        alone; the decision is `r1zero.sync.gap_violation`. Each rank's own mean is compared, the worst rank's counts: one
+        broken engine replica is not averaged away by the healthy ones. Every rank joins the reductions (a rank
+        without engine logprobs adds 0), so all of them stop together rather than some waiting in the
+        optimizer step."""
+        from r1zero.sync import SyncVerificationError, as_gap_limits, gap_violation, mismatch_causes
 
-        local = float(row_gap.max()) if row_gap is not None and row_gap.numel() else 0.0
-        local = local if local == local else float("inf")  # NaN counts as a failure
-        worst = distributed.all_reduce_max(local)
-        if worst <= limit:
+        limits = as_gap_limits(limit)
+        checked = row_gap is not None and row_gap.numel() > 0
+        local_max = float(row_gap.max()) if row_gap is not None and checked else 0.0
+        local_mean = float(gap_sum) / max(1.0, float(real_mask.sum())) if checked else 0.0
+        nan_to_inf = lambda x: x if x == x else float("inf")  # noqa: E731  NaN counts as a failure
+        local_max, local_mean = nan_to_inf(local_max), nan_to_inf(local_mean)
+        worst_max = distributed.all_reduce_max(local_max)
+        worst_mean = distributed.all_reduce_max(local_mean)
+        broken = gap_violation(worst_max, worst_mean, limits)
+        if broken is None:
             return
         detail = ""
-        if row_gap is not None and local == worst:
-            mean = float(gap_sum) / max(1.0, float(real_mask.sum()))
+        if row_gap is not None and checked and (local_max == worst_max or local_mean == worst_mean):
             row = int(row_gap.nan_to_num(nan=float("inf")).argmax())
-            detail = f" (this rank: worst in its completion {row}, mean |gap| {mean:.4g})"
+            detail = f" (this rank: worst in its completion {row}, mean |gap| {local_mean:.4g})"
         raise SyncVerificationError(
-            f"the rollout engine's sampling logprobs differ from the learner's by max {worst:.4g} > {limit:g} "
-            f"on this step's own tokens{detail}: the engine sampled with other weights than the learner holds. "
-            f"Stopped before the optimizer step. {mismatch_causes(worst)}"
+            f"the rollout engine's sampling logprobs differ from the learner's by {broken} on this step's own "
+            f"tokens{detail}: the engine sampled with other weights than the learner holds. Stopped before the "
+            f"optimizer step. {mismatch_causes(worst_max, mean_broken=worst_max <= limits.max_abs)}"
         )
 
     # ------------------------------------------------------------------------------------------ weights
