@@ -250,6 +250,23 @@ def install_param_fault(rec: Recorder, args: argparse.Namespace) -> None:
     Learner.named_parameters_for_sync = named  # type: ignore[method-assign]
 
 
+def resume_records(rec: Recorder, run_dir: Path) -> None:
+    """A run killed part-way resumes from its latest checkpoint (the loop does that); keep the steps recorded up
+    to that checkpoint's step and redo the rest."""
+    from r1zero.checkpoint import find_latest_checkpoint, load_meta
+
+    latest = find_latest_checkpoint(run_dir) if run_dir.exists() else None
+    if latest is None or not rec.out.exists():
+        return
+    step = int(load_meta(latest)["step"])
+    old = json.loads(rec.out.read_text())
+    rec.steps = [s for s in old["steps"] if s["step"] <= step]
+    rec.probes = [p for p in old["probes"] if p["after_push"] <= step]
+    rec.calls = step
+    rec.meta["resumed_at"] = [*old["meta"].get("resumed_at", []), step]
+    rec.meta["load_avg_start"] = old["meta"].get("load_avg_start", rec.meta["load_avg_start"])
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     from hydra import compose, initialize_config_dir
 
@@ -260,11 +277,9 @@ def cmd_run(args: argparse.Namespace) -> None:
     setup_environment()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    overrides = [
-        *BASE_OVERRIDES,
-        f"run_dir={args.run_dir or str(out.with_suffix('')) + '_run'}",
-        *args.overrides,
-    ]
+    run_dir = args.run_dir or str(out.with_suffix("")) + "_run"
+    resume = [f"checkpoint.every={args.resume_every}", "checkpoint.resume=true"] if args.resume_every else []
+    overrides = [*BASE_OVERRIDES, f"run_dir={run_dir}", *resume, *args.overrides]
     register_configs()
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
         cfg = to_run_config(compose("config", overrides=overrides))
@@ -283,6 +298,8 @@ def cmd_run(args: argparse.Namespace) -> None:
         "load_avg_start": load_average(),
     }
     rec = Recorder(out, meta)
+    if args.resume_every:
+        resume_records(rec, Path(run_dir))
     install_hooks(rec, args)
     run(cfg)
     rec.meta["done"] = True
@@ -404,6 +421,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     p_run.add_argument("--block-size", type=int, default=0, help="vLLM KV block size (0: the engine default)")
     p_run.add_argument("--random-advantages", action="store_true")
     p_run.add_argument("--noise-rel", type=float, default=0.01)
+    p_run.add_argument(
+        "--resume-every",
+        type=int,
+        default=0,
+        help="checkpoint every k steps and resume a killed run (0: off)",
+    )
     p_run.add_argument("overrides", nargs="*", help="Hydra overrides for the run (after --)")
     p_sweep = sub.add_parser("sweep", help="a grid of runs, one process each")
     p_sweep.add_argument("--models", nargs="+", default=["tiny", "small"])

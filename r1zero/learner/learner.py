@@ -259,28 +259,27 @@ class Learner:
         row_gap: Tensor | None, gap_sum: Tensor, real_mask: Tensor, limit: float | tuple[float, float]
     ) -> None:
         """Raise SyncVerificationError when the engine's sampling logprobs and this step's first pass disagree
-        beyond `limit` on any rank: the max |gap| (row_gap [N], each row's max) or the mean |gap| over the
-        rank's tokens (gap_sum / real_mask.sum(), real_mask [N, T]) above its limit. `limit`: a
-        `r1zero.sync.GapLimits` (max, mean), e.g. `RunConfig.sync_limits`, or a bare number that limits the max
-        alone; the decision is `r1zero.sync.gap_violation`. Each rank's own mean is compared, the worst rank's counts: one
-        broken engine replica is not averaged away by the healthy ones. Every rank joins the reductions (a rank
-        without engine logprobs adds 0), so all of them stop together rather than some waiting in the
-        optimizer step."""
+        beyond `limit` on any rank: the max |gap| (row_gap [N], each row's max) or the mean |gap| over the rank's
+        real tokens (gap_sum / real_mask.sum(), real_mask [N, T]) above its limit; NaN counts as above.
+        `limit`: a `r1zero.sync.GapLimits` (max, mean), e.g. `RunConfig.sync_limits`, or a bare number that
+        limits the max alone; the decision is `r1zero.sync.gap_violation`. Each rank compares its own mean and
+        the worst rank's counts: one broken engine replica is not averaged away by healthy ones. Every rank
+        joins the reductions (a rank without engine logprobs adds 0), so all of them stop together rather than
+        some waiting in the optimizer step."""
         from r1zero.sync import SyncVerificationError, as_gap_limits, gap_violation, mismatch_causes
 
         limits = as_gap_limits(limit)
-        checked = row_gap is not None and row_gap.numel() > 0
-        local_max = float(row_gap.max()) if row_gap is not None and checked else 0.0
-        local_mean = float(gap_sum) / max(1.0, float(real_mask.sum())) if checked else 0.0
-        nan_to_inf = lambda x: x if x == x else float("inf")  # noqa: E731  NaN counts as a failure
-        local_max, local_mean = nan_to_inf(local_max), nan_to_inf(local_mean)
+        local_max = local_mean = 0.0
+        if row_gap is not None and row_gap.numel():
+            local_max = float(row_gap.nan_to_num(nan=float("inf")).max())
+            local_mean = float(gap_sum.nan_to_num(nan=float("inf"))) / max(1.0, float(real_mask.sum()))
         worst_max = distributed.all_reduce_max(local_max)
         worst_mean = distributed.all_reduce_max(local_mean)
         broken = gap_violation(worst_max, worst_mean, limits)
         if broken is None:
             return
         detail = ""
-        if row_gap is not None and checked and (local_max == worst_max or local_mean == worst_mean):
+        if row_gap is not None and row_gap.numel() and (local_max == worst_max or local_mean == worst_mean):
             row = int(row_gap.nan_to_num(nan=float("inf")).argmax())
             detail = f" (this rank: worst in its completion {row}, mean |gap| {local_mean:.4g})"
         raise SyncVerificationError(

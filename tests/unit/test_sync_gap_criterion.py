@@ -115,5 +115,11 @@ def test_step_check_uses_the_mean_over_the_ranks_real_tokens() -> None:
     Learner._check_rollout_gap(row_gap, gap_sum, mask, BF16)
     with pytest.raises(SyncVerificationError, match=r"by max 0\.3 > 0\.1 .*completion 2"):
         Learner._check_rollout_gap(row_gap, gap_sum, mask, 0.1)
+    # A NaN gap (a NaN logprob on either side) counts as infinitely far, and names its completion.
+    gap = bf16_like_gaps()
+    gap[3, 0] = float("nan")
+    row_gap, gap_sum, mask = _step_gap_inputs(gap, [25] * 4)
+    with pytest.raises(SyncVerificationError, match=r"by max inf > 1 .*completion 3"):
+        Learner._check_rollout_gap(row_gap, gap_sum, mask, BF16)
     # No engine logprobs on this rank: nothing to compare, nothing raised.
     Learner._check_rollout_gap(None, torch.zeros(()), mask, BF16)
