@@ -146,9 +146,10 @@ def deepseek_comparison(cost: Mapping[str, float]) -> str:
     GPU-hour; the base model R1-Zero was trained from): DeepSeek's budget would pay for 158,409 such runs."
     """
     usd = cost.get("cost/usd", 0.0)
+    money = f"${usd:,.2f}" if usd >= 1 else f"${usd:.3g}"
     runs = f": DeepSeek's budget would pay for {DEEPSEEK_V3_USD / usd:,.0f} such runs" if usd > 0 else ""
     return (
-        f"${usd:,.2f} is {usd / DEEPSEEK_V3_USD:.2g} of DeepSeek-V3's published $5.576M (2.788M H800 GPU-hours at "
+        f"{money} is {usd / DEEPSEEK_V3_USD:.2g} of DeepSeek-V3's published $5.576M (2.788M H800 GPU-hours at "
         f"$2 per GPU-hour; the base model R1-Zero was trained from){runs}."
     )
 

@@ -127,8 +127,13 @@ def export_gguf(
     tied = bool(getattr(config, "tie_word_embeddings", False))
     n_vocab = config.vocab_size
     meta = vocab_meta(AutoTokenizer.from_pretrained(model_dir), n_vocab)
-    tensors = list(gguf_names(list_safetensors(model_dir), gguf.MODEL_ARCH[arch.gguf_arch.upper()],
-                              config.num_hidden_layers, tied=tied))  # fmt: skip
+    names = gguf_names(
+        list_safetensors(model_dir),
+        gguf.MODEL_ARCH[arch.gguf_arch.upper()],
+        config.num_hidden_layers,
+        tied=tied,
+    )
+    plan = [(t, source, storage_type(t, source.shape, out_type, tied=tied)) for t, source in names]
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
     writer = gguf.GGUFWriter(str(tmp), arch.gguf_arch)
@@ -138,12 +143,11 @@ def export_gguf(
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
         _hyperparameters(writer, config, n_vocab)
         add_vocab(writer, meta)
-        types: Counter[str] = Counter()
-        plan = []
-        for gguf_name, source in tensors:
-            ggml_type = storage_type(gguf_name, source.shape, out_type, tied=tied)
-            types[ggml_type] += 1
-            plan.append((gguf_name, source, ggml_type))
+        for (
+            gguf_name,
+            source,
+            ggml_type,
+        ) in plan:  # the tensor directory first, then the data in the same order
             writer.add_tensor_info(
                 gguf_name, source.shape, np.dtype(np.float32),
                 encoded_nbytes(source.shape, ggml_type), raw_dtype=gguf.GGMLQuantizationType[ggml_type],
@@ -162,4 +166,5 @@ def export_gguf(
             tmp.unlink()
     seconds = time.perf_counter() - start
     log.info("wrote %s (%s, %.1f MB) in %.1f s", out_path, out_type, out_path.stat().st_size / 1e6, seconds)
+    types = Counter(ggml_type for _, _, ggml_type in plan)
     return ExportResult(out_path, out_type, seconds, out_path.stat().st_size, dict(types))

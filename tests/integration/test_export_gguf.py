@@ -180,3 +180,48 @@ def test_other_architectures_are_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match=r"'mistral' is not supported; supported: llama .*qwen2"):
         export_gguf(tmp_path, tmp_path / "x.gguf", "f16")
+
+
+@pytest.mark.slow
+def test_smollm2_f16_in_transformers_and_llamacpp(tmp_path: Path) -> None:
+    """The CPU default run's model (SmolLM2-135M, Llama architecture, tied, 49k vocabulary) in F16: the same
+    checks as the tiny models above (which cover this code path in CI), on a real pretrained model."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from r1zero.models import resolve_model
+
+    folder = Path(resolve_model("smollm2-135m"))
+    path = export_gguf(folder, tmp_path / "smollm2-F16.gguf", "f16").path
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    reference = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    with torch.no_grad():
+        for param in reference.parameters():
+            if param.ndim == 2:
+                param.copy_(param.to(torch.float16).to(torch.float32))
+    messages = [
+        {"role": "system", "content": "Give the answer inside <answer></answer> tags."},
+        {"role": "user", "content": "What is 12 + 9?"},
+        {"role": "assistant", "content": "12 + 9 = 21 <answer>21</answer>"},
+        {"role": "user", "content": "What is 41 + 27?"},
+    ]
+    prompt_ids = chat_ids(tokenizer, messages)
+    back = load_gguf_in_transformers(path)
+    assert torch.equal(_logits(back, prompt_ids), _logits(reference, prompt_ids))
+    server = llamacpp.load(path, threads=2)
+    banned, eos = banned_ids(tokenizer), tokenizer.eos_token_id
+    # 30 layers add up more rounding than the tiny models' 2: measured max |dlogprob| 0.0043 (F16) and 0.0059
+    # (F32) over 8 chat replies of 32 tokens (scripts/gguf_agreement.py); limit ~3x that.
+    tol = 0.02
+    for prompt in ["The capital of France is", "def fibonacci(n):", prompt_ids]:
+        ids = tokenizer(prompt).input_ids if isinstance(prompt, str) else prompt
+        agreement, cpp = compare(server, back, prompt, ids, MAX_NEW, banned, eos)
+        assert cpp.prompt_tokens == len(ids)
+        assert agreement.max_logprob_diff <= tol, (prompt, agreement)
+        assert agreement.divergence_margin is None or agreement.divergence_margin <= 2 * tol
+    reply = llamacpp.chat(server, messages, MAX_NEW, banned=banned)
+    hf = back.generate(
+        torch.tensor([prompt_ids]), max_new_tokens=MAX_NEW, do_sample=False, suppress_tokens=banned,
+        eos_token_id=eos, pad_token_id=eos,
+    )[0, len(prompt_ids) :]  # fmt: skip
+    assert reply.prompt_tokens == len(prompt_ids)
+    assert reply.text == tokenizer.decode(hf, skip_special_tokens=True)

@@ -121,6 +121,9 @@ def test_text_forms() -> None:
     )
     assert deepseek_comparison(big).startswith("$35.20 is 6.3e-06 of DeepSeek-V3's published $5.576M")
     assert "158,409 such runs" in deepseek_comparison(big)
+    # $0.013694: 2.5e-09 of $5.576M; 5,576,000 / 0.013694 = 407,172,414 runs
+    assert deepseek_comparison(cost).startswith("$0.0137 is 2.5e-09 of DeepSeek-V3's")
+    assert "407,172,414 such runs" in deepseek_comparison(cost)
     assert format_cost({}) == []
 
 
