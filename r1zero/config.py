@@ -391,6 +391,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     # Several processes (torchrun / Slurm).
     dist: DistributedConfig = field(default_factory=DistributedConfig)
+    cost: CostConfig = field(default_factory=lambda: CostConfig())
     # Optimizer steps to run.
     steps: int = 20
     # The run's one seed: torch, task data generation and splits, the prompt order, and each step's rollout
@@ -466,3 +467,23 @@ def to_run_config(cfg: Any) -> RunConfig:
     obj = OmegaConf.to_object(structured)
     assert isinstance(obj, RunConfig)
     return obj
+
+
+@dataclass
+class CostConfig:
+    """Rates for the cost/* metrics (r1zero.cost): money = device-hours x rate."""
+
+    # USD per GPU-hour; $2 is the H800 rate DeepSeek's V3 report priced its 2.788M GPU-hours at.
+    usd_per_gpu_hour: float = 2.0
+    # USD per CPU core-hour: of the order of an on-demand cloud vCPU-hour (2025). Set your own.
+    usd_per_cpu_core_hour: float = 0.05
+    # Devices billed: 0 = detect (one GPU per process on GPU; the busy cores on CPU).
+    devices: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.usd_per_gpu_hour >= 0, f"cost.usd_per_gpu_hour must be >= 0; got {self.usd_per_gpu_hour}")
+        _check(
+            self.usd_per_cpu_core_hour >= 0,
+            f"cost.usd_per_cpu_core_hour must be >= 0; got {self.usd_per_cpu_core_hour}",
+        )
+        _check(self.devices >= 0, f"cost.devices must be >= 0 (0 = detect); got {self.devices}")
