@@ -72,6 +72,7 @@ def chat_messages(run_dir: Path | None, question: str) -> list[dict[str, str]]:
 def main(argv: list[str] | None = None) -> None:
     setup_environment()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("gguf").setLevel(logging.WARNING)  # the writer's own notes on every file
     archs = ", ".join(f"{k} ({k.capitalize()}ForCausalLM)" for k in ARCHS)
     parser = argparse.ArgumentParser(
         prog="r1zero-export",
