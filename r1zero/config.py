@@ -391,6 +391,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     # Several processes (torchrun / Slurm).
     dist: DistributedConfig = field(default_factory=DistributedConfig)
+    # Rates and device count for the cost/* metrics (what the run cost; r1zero.cost).
     cost: CostConfig = field(default_factory=lambda: CostConfig())
     # Optimizer steps to run.
     steps: int = 20
