@@ -1,29 +1,46 @@
 """The one structured config tree. YAML files in conf/ only override these defaults.
 
-Every field is documented by the comment above it; `__post_init__` validates with messages that name the field
-and the allowed values. Below the entry point, code receives these typed objects, never a DictConfig.
+Every field is documented by the comment above it and read by the code (tests/unit/test_config_schema.py checks
+both); `__post_init__` validates with messages that name the field and the allowed values, and a choice field's
+allowed values are the keys of the registry that implements it (REGISTRY_CHOICES). Below the entry point, code
+receives these typed objects, never a DictConfig.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from r1zero.sync import GapLimits
 
-ROLLOUT_ENGINES = ("vllm", "hf")
-DTYPES = ("float32", "bfloat16", "float16", "auto")
-TEMPLATES = ("r1zero", "chat")
-FORMAT_KINDS = ("think_answer", "answer_only")
-ADV_NORMALIZE = ("group", "batch", "none")
-AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
-KL_KINDS = ("k1", "k2", "k3")
+# A choice field's allowed values are the keys of the registry that implements them, so there is one list:
+# (section, field) -> (module, registry). The registries are read at validation time, never at import, so that
+# importing this module stays free of torch (the algo and learner registries import it).
+REGISTRY_CHOICES: dict[tuple[str, str], tuple[str, str]] = {
+    ("task", "name"): ("r1zero.tasks.registry", "LOADERS"),
+    ("task", "template"): ("r1zero.tasks.templates", "TEMPLATES"),
+    ("task", "format_kind"): ("r1zero.rewards.registry", "FORMATS"),
+    ("rollout", "engine"): ("r1zero.rollout.base", "ENGINES"),
+    ("rollout", "dtype"): ("r1zero.rollout.base", "DTYPES"),
+    ("algo", "advantage_normalize"): ("r1zero.algo.advantages", "NORMALIZERS"),
+    ("algo", "loss_aggregation"): ("r1zero.algo.losses", "AGGREGATIONS"),
+    ("algo", "kl_kind"): ("r1zero.algo.losses", "KL_ESTIMATORS"),
+    ("learner", "precision"): ("r1zero.learner.learner", "DTYPES"),
+    ("learner", "lr_schedule"): ("r1zero.learner.engine", "LR_SCHEDULES"),
+}
+# Choices no registry implements (the code that uses them branches on the value): this is their one list.
 OLD_LOGPROB_SOURCES = ("learner", "rollout")
 LEARNER_BACKENDS = ("deepspeed", "torch")
-PRECISIONS = ("fp32", "bf16")
-LR_SCHEDULES = ("constant", "cosine", "linear")
 DIST_BACKENDS = ("auto", "nccl", "gloo")
+
+
+def choices(section: str, name: str) -> tuple[str, ...]:
+    """The allowed values of `section.name`: its registry's keys, e.g. choices("rollout", "engine") ->
+    ("vllm", "hf"). A key added to the registry (a new loss, a new engine) is accepted with no edit here."""
+    module, registry = REGISTRY_CHOICES[(section, name)]
+    return tuple(getattr(importlib.import_module(module), registry))
 
 
 def _check_choice(section: str, name: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -40,15 +57,18 @@ def _check(condition: bool, message: str) -> None:
 class ModelConfig:
     # A preset ("tiny", "small", "smollm2-135m"), a local model folder, or a hub id (see r1zero.models).
     name: str = "tiny"
-    # Learner parameter dtype is set by learner.precision; this only affects trust_remote_code models.
+    # Let transformers and vLLM run Python code shipped with the model (for architectures transformers lacks);
+    # only for models you trust.
     trust_remote_code: bool = False
 
 
 @dataclass
 class TaskConfig:
-    # countdown | arithmetic | gsm8k | math | reasoning_gym
+    # The task: a key of r1zero.tasks.registry.LOADERS (countdown, arithmetic, gsm8k, math, reasoning_gym). Its
+    # reward is r1zero.rewards.registry.REWARDS[name]; reasoning_gym needs the `tasks` extra.
     name: str = "countdown"
-    # "r1zero": the DeepSeek R1-Zero plain-text template (prefills <think>); "chat": the tokenizer's chat template.
+    # Prompt template, a key of r1zero.tasks.templates.TEMPLATES: "r1zero", the DeepSeek R1-Zero plain-text
+    # template (prefills <think>); "chat", the tokenizer's chat template.
     template: str = "r1zero"
     # System message for the chat template (None: none).
     system_prompt: str | None = None
@@ -62,9 +82,11 @@ class TaskConfig:
     num_train: int = 10000
     # Number of held-out problems for evaluation.
     num_eval: int = 64
-    # Extra keyword arguments for the task's generator/loader (e.g. number_range, min_numbers).
+    # Extra keyword arguments for the task's generator/loader (countdown: number_range, min_numbers; reasoning_gym:
+    # name = the generator, config = its options; see r1zero.tasks.registry.load_examples).
     kwargs: dict[str, Any] = field(default_factory=dict)
-    # Format check: "think_answer" (one think block then one answer block) or "answer_only" (one answer block).
+    # Format check, a key of r1zero.rewards.registry.FORMATS: "think_answer" (one think block then one answer
+    # block) or "answer_only" (one answer block).
     format_kind: str = "think_answer"
     # Weight of the format reward in the total; None uses the task default (0.1 countdown/arithmetic, 0 math).
     format_weight: float | None = None
@@ -72,8 +94,9 @@ class TaskConfig:
     correct_weight: float = 1.0
 
     def __post_init__(self) -> None:
-        _check_choice("task", "template", self.template, TEMPLATES)
-        _check_choice("task", "format_kind", self.format_kind, FORMAT_KINDS)
+        _check_choice("task", "name", self.name, choices("task", "name"))
+        _check_choice("task", "template", self.template, choices("task", "template"))
+        _check_choice("task", "format_kind", self.format_kind, choices("task", "format_kind"))
         _check(self.num_train >= 1, f"task.num_train must be >= 1; got {self.num_train}")
         _check(self.num_eval >= 0, f"task.num_eval must be >= 0; got {self.num_eval}")
         for i, turn in enumerate(self.fewshot):
@@ -82,7 +105,8 @@ class TaskConfig:
 
 @dataclass
 class RolloutConfig:
-    # vllm (the real engine) or hf (transformers.generate, for debugging / machines without vLLM).
+    # A key of r1zero.rollout.base.ENGINES: vllm (the real engine) or hf (transformers.generate, for debugging and
+    # machines without vLLM).
     engine: str = "vllm"
     # Prompts per step (B), over all processes: with W ranks each samples B / W of them (B % W == 0). Each prompt
     # gets group_size samples, so a step has N = B * G completions.
@@ -93,10 +117,17 @@ class RolloutConfig:
     max_new_tokens: int = 128
     # Prompts longer than this many tokens are an error (a data problem, not something to truncate silently).
     max_prompt_tokens: int = 512
+    # Sampling temperature of the training rollouts (> 0; evaluation has its own, eval.temperature). The learner
+    # scores the same distribution, logits / temperature. The sampling seed is not set here: step s samples with
+    # one derived from the top-level seed (seed * 1_000_003 + s).
     temperature: float = 1.0
+    # Nucleus sampling: only 1.0 (off) for training; the learner scores the full tempered distribution, so a
+    # truncated one would make every sample off-policy (refused at start-up).
     top_p: float = 1.0
+    # Top-k sampling: only -1 (off) for training, for the same reason as top_p.
     top_k: int = -1
-    # Rollout weights dtype: float32 matches the learner on CPU; bfloat16 is faster with a small mismatch.
+    # Rollout weights dtype, a key of r1zero.rollout.base.DTYPES: float32 matches the learner on CPU; bfloat16 is
+    # faster with a small mismatch; auto is float32 on CPU and bfloat16 on a GPU.
     dtype: str = "float32"
     # vLLM: fraction of GPU memory for weights + KV cache (GPU only; colocated with the learner).
     gpu_memory_utilization: float = 0.35
@@ -106,11 +137,10 @@ class RolloutConfig:
     tensor_parallel_size: int = 1
     # vLLM: no CUDA graphs (faster start, slower decode).
     enforce_eager: bool = True
-    seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_choice("rollout", "engine", self.engine, ROLLOUT_ENGINES)
-        _check_choice("rollout", "dtype", self.dtype, DTYPES)
+        _check_choice("rollout", "engine", self.engine, choices("rollout", "engine"))
+        _check_choice("rollout", "dtype", self.dtype, choices("rollout", "dtype"))
         _check(
             self.group_size >= 2,
             f"rollout.group_size must be >= 2 (group-relative advantages); got {self.group_size}",
@@ -120,21 +150,37 @@ class RolloutConfig:
         )
         _check(self.max_new_tokens >= 1, f"rollout.max_new_tokens must be >= 1; got {self.max_new_tokens}")
         _check(self.temperature > 0, f"rollout.temperature must be > 0; got {self.temperature}")
-        _check(0 < self.top_p <= 1, f"rollout.top_p must be in (0, 1]; got {self.top_p}")
+        # The learner scores logits / temperature over the whole vocabulary; top-p/top-k sampling draws from a
+        # truncated distribution the learner does not compute, so the ratio and the sync check would compare two
+        # different distributions. Refused rather than silently off-policy.
+        _check(
+            self.top_p == 1.0,
+            f"rollout.top_p={self.top_p} is not supported for training: the learner scores the full "
+            "distribution logits / temperature (top-p would make the samples off-policy); use rollout.top_p=1.0",
+        )
+        _check(
+            self.top_k <= 0,
+            f"rollout.top_k={self.top_k} is not supported for training: the learner scores the full "
+            "distribution logits / temperature (top-k would make the samples off-policy); use rollout.top_k=-1",
+        )
         _check(0 < self.gpu_memory_utilization < 1, "rollout.gpu_memory_utilization must be in (0, 1)")
 
 
 @dataclass
 class AlgoConfig:
-    # Advantage normalisation: group (GRPO), batch, none (Dr. GRPO).
+    # Advantage normalisation, a key of r1zero.algo.advantages.NORMALIZERS: group (GRPO: divide by the group's
+    # reward std), batch (by the whole step's), none (Dr. GRPO: no division).
     advantage_normalize: str = "group"
-    # Loss aggregation: token_mean (DAPO), seq_mean_token_mean (GRPO), seq_mean_token_sum_norm (Dr. GRPO).
+    # Loss aggregation, a key of r1zero.algo.losses.AGGREGATIONS: token_mean (DAPO), seq_mean_token_mean (GRPO),
+    # seq_mean_token_sum_norm (Dr. GRPO).
     loss_aggregation: str = "token_mean"
-    # PPO clip range: ratio in [1 - clip_low, 1 + clip_high]; clip_high > clip_low is DAPO's clip-higher.
+    # PPO clip range, lower side: the ratio is clipped to [1 - clip_low, 1 + clip_high].
     clip_low: float = 0.2
+    # PPO clip range, upper side; clip_high > clip_low is DAPO's clip-higher.
     clip_high: float = 0.2
     # KL(pi || pi_ref) coefficient; 0 skips the reference model entirely.
     kl_coef: float = 0.0
+    # KL estimator, a key of r1zero.algo.losses.KL_ESTIMATORS: k1 (-r), k2 (r^2 / 2), k3 (exp(r) - 1 - r, GRPO's).
     kl_kind: str = "k3"
     # Optimizer passes over each step's rollouts (PPO inner epochs); 1 is on-policy.
     num_iterations: int = 1
@@ -142,18 +188,26 @@ class AlgoConfig:
     old_logprobs_source: str = "learner"
     # Truncated importance-sampling correction for the rollout/learner mismatch: cap (None = off).
     tis_cap: float | None = None
-    # DAPO dynamic sampling: drop groups whose rewards are all equal (they carry no gradient).
+    # DAPO dynamic sampling: groups whose rewards are all equal carry no gradient; drop them and sample more
+    # prompts (B per extra round) until the batch holds prompts_per_step groups with varied rewards.
     dynamic_sampling: bool = False
-    # DAPO soft overlong penalty: buffer length in tokens before max_new_tokens (0 = off), and its size.
+    # Dynamic sampling: at most this many extra generation rounds per step. When they run out, the step trains on
+    # the varied groups found so far (a warning; algo/trained_groups < prompts_per_step in the metrics).
+    max_sampling_rounds: int = 3
+    # DAPO soft overlong penalty: a reward term that falls linearly from 0 to -overlong_penalty over the last
+    # overlong_buffer tokens before rollout.max_new_tokens (0 = off).
     overlong_buffer: int = 0
+    # Size of that penalty: the reward term at rollout.max_new_tokens and beyond.
     overlong_penalty: float = 1.0
     # Drop truncated completions from the loss (their rewards still count toward group statistics).
     mask_truncated: bool = False
 
     def __post_init__(self) -> None:
-        _check_choice("algo", "advantage_normalize", self.advantage_normalize, ADV_NORMALIZE)
-        _check_choice("algo", "loss_aggregation", self.loss_aggregation, AGGREGATIONS)
-        _check_choice("algo", "kl_kind", self.kl_kind, KL_KINDS)
+        _check_choice(
+            "algo", "advantage_normalize", self.advantage_normalize, choices("algo", "advantage_normalize")
+        )
+        _check_choice("algo", "loss_aggregation", self.loss_aggregation, choices("algo", "loss_aggregation"))
+        _check_choice("algo", "kl_kind", self.kl_kind, choices("algo", "kl_kind"))
         _check_choice("algo", "old_logprobs_source", self.old_logprobs_source, OLD_LOGPROB_SOURCES)
         _check(0 <= self.clip_low < 1, f"algo.clip_low must be in [0, 1); got {self.clip_low}")
         _check(self.clip_high >= 0, f"algo.clip_high must be >= 0; got {self.clip_high}")
@@ -164,6 +218,10 @@ class AlgoConfig:
             f"algo.tis_cap must be None or >= 1; got {self.tis_cap}",
         )
         _check(self.overlong_buffer >= 0, f"algo.overlong_buffer must be >= 0; got {self.overlong_buffer}")
+        _check(
+            self.max_sampling_rounds >= 0,
+            f"algo.max_sampling_rounds must be >= 0; got {self.max_sampling_rounds}",
+        )
 
 
 @dataclass
@@ -172,17 +230,30 @@ class LearnerConfig:
     backend: str = "deepspeed"
     # DeepSpeed ZeRO stage (0-3).
     zero_stage: int = 2
+    # Parameter dtype of the trained model, a key of r1zero.learner.learner.DTYPES: fp32 or bf16 (with the
+    # deepspeed backend, DeepSpeed's bf16 mode).
     precision: str = "fp32"
+    # Peak learning rate (AdamW).
     lr: float = 1e-6
+    # Decay after warmup, a key of r1zero.learner.engine.LR_SCHEDULES: constant, cosine or linear (towards 0 at
+    # `steps`). The schedule counts RL steps, not optimizer updates: all algo.num_iterations updates of one RL
+    # step use that step's LR, so warmup and decay end where they would with one update per step.
     lr_schedule: str = "constant"
+    # RL steps of linear warmup from lr / warmup_steps to lr (0 = none).
     warmup_steps: int = 0
+    # AdamW decoupled weight decay.
     weight_decay: float = 0.0
+    # AdamW beta1 (first-moment decay).
     adam_beta1: float = 0.9
+    # AdamW beta2 (second-moment decay).
     adam_beta2: float = 0.99
+    # AdamW epsilon.
     adam_eps: float = 1e-8
+    # Clip the global gradient norm to this before each optimizer step (0 = no clipping).
     max_grad_norm: float = 1.0
     # Sequences per forward/backward micro-batch (the step's N completions are split into micro-batches).
     micro_batch_size: int = 8
+    # Recompute activations in the backward pass instead of keeping them: less memory, more learner compute.
     gradient_checkpointing: bool = False
     # Pack each prompt once for its G responses (attention mask keeps the responses apart): same gradients, the
     # prompt's compute paid once instead of G times. False packs (prompt + response) sequences separately.
@@ -195,8 +266,8 @@ class LearnerConfig:
 
     def __post_init__(self) -> None:
         _check_choice("learner", "backend", self.backend, LEARNER_BACKENDS)
-        _check_choice("learner", "precision", self.precision, PRECISIONS)
-        _check_choice("learner", "lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _check_choice("learner", "precision", self.precision, choices("learner", "precision"))
+        _check_choice("learner", "lr_schedule", self.lr_schedule, choices("learner", "lr_schedule"))
         _check(
             self.zero_stage in (0, 1, 2, 3),
             f"learner.zero_stage must be one of 0, 1, 2, 3; got {self.zero_stage}",
@@ -251,12 +322,17 @@ class SyncConfig:
 class LogConfig:
     # Log to W&B as well as JSONL (WANDB_MODE=offline works without network).
     wandb: bool = False
+    # W&B project.
     project: str = "r1zero"
+    # W&B entity (team or user; None: your default).
     entity: str | None = None
+    # W&B run group, e.g. one per sweep (None: none).
     group: str | None = None
+    # W&B run tags.
     tags: list[str] = field(default_factory=list)
     # Log a table of sample completions every k steps (0 = never).
     samples_every: int = 5
+    # Completions per sample table, spread over the step's groups.
     num_samples: int = 4
     # Print a progress line every k steps.
     print_every: int = 1
@@ -286,7 +362,9 @@ class EvalConfig:
     at_start_and_end: bool = True
     # Samples per problem; temperature 0 with n=1 is greedy accuracy.
     n: int = 1
+    # Sampling temperature for evaluation (0 = greedy).
     temperature: float = 0.0
+    # Most new tokens per evaluation answer (None: rollout.max_new_tokens).
     max_new_tokens: int | None = None
 
 
@@ -305,18 +383,32 @@ class DistributedConfig:
 
 @dataclass
 class RunConfig:
+    # The policy to train (conf/model/).
     model: ModelConfig = field(default_factory=ModelConfig)
+    # Data, prompt template and reward (conf/task/).
     task: TaskConfig = field(default_factory=TaskConfig)
+    # Sampling the step's completions (conf/rollout/).
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    # Advantages, loss and its DAPO / Dr. GRPO variants (conf/algo/).
     algo: AlgoConfig = field(default_factory=AlgoConfig)
+    # The trained model: backend, precision, optimizer, micro-batching (conf/learner/).
     learner: LearnerConfig = field(default_factory=LearnerConfig)
+    # Pushing learner weights into the rollout engine and checking them.
     sync: SyncConfig = field(default_factory=SyncConfig)
+    # Metrics, sample tables, W&B (conf/logger/).
     log: LogConfig = field(default_factory=LogConfig)
+    # Saving and resuming.
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    # Held-out evaluation during training.
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # Several processes (torchrun / Slurm).
     dist: DistributedConfig = field(default_factory=DistributedConfig)
+    # Rates and device count for the cost/* metrics (what the run cost; r1zero.cost).
+    cost: CostConfig = field(default_factory=lambda: CostConfig())
     # Optimizer steps to run.
     steps: int = 20
+    # The run's one seed: torch, task data generation and splits, the prompt order, and each step's rollout
+    # sampling (step s samples with seed * 1_000_003 + s; each prompt then gets its own seed derived from that).
     seed: int = 0
     # Run directory: metrics, checkpoints, final model, resolved config. The same directory resumes.
     run_dir: str = "runs/${task.name}-${model.name}-seed${seed}"
@@ -404,3 +496,23 @@ def to_run_config(cfg: Any) -> RunConfig:
     obj = OmegaConf.to_object(structured)
     assert isinstance(obj, RunConfig)
     return obj
+
+
+@dataclass
+class CostConfig:
+    """Rates for the cost/* metrics (r1zero.cost): money = device-hours x rate."""
+
+    # USD per GPU-hour; $2 is the H800 rate DeepSeek's V3 report priced its 2.788M GPU-hours at.
+    usd_per_gpu_hour: float = 2.0
+    # USD per CPU core-hour: of the order of an on-demand cloud vCPU-hour (2025). Set your own.
+    usd_per_cpu_core_hour: float = 0.05
+    # Devices billed: 0 = detect (one GPU per process on GPU; the busy cores on CPU).
+    devices: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.usd_per_gpu_hour >= 0, f"cost.usd_per_gpu_hour must be >= 0; got {self.usd_per_gpu_hour}")
+        _check(
+            self.usd_per_cpu_core_hour >= 0,
+            f"cost.usd_per_cpu_core_hour must be >= 0; got {self.usd_per_cpu_core_hour}",
+        )
+        _check(self.devices >= 0, f"cost.devices must be >= 0 (0 = detect); got {self.devices}")

@@ -79,12 +79,17 @@ def with_prompt_offset(completions: Sequence[Completion], offset: int) -> list[C
 
 
 def gather_step(
-    completions: Sequence[Completion], scored: Scored, rewards: Sequence[float]
+    completions: Sequence[Completion], scored: Scored, rewards: Sequence[float], *, light: bool = True
 ) -> tuple[list[Completion], Scored, list[float]]:
     """This rank's completions (global prompt indices), scores and rewards [N/W] -> the whole step's, in global
-    batch order, on every rank. Logprobs and prompt ids stay behind (the learner keeps its own rows)."""
-    light = [dataclasses.replace(c, prompt_token_ids=[], logprobs=None) for c in completions]
-    parts = distributed.all_gather_object((light, scored, list(rewards)))
+    batch order, on every rank. light: prompt ids and logprobs stay behind (the learner keeps its own rows);
+    False sends them too (dynamic sampling re-splits the kept groups over the ranks)."""
+    sent = (
+        [dataclasses.replace(c, prompt_token_ids=[], logprobs=None) for c in completions]
+        if light
+        else list(completions)
+    )
+    parts = distributed.all_gather_object((sent, scored, list(rewards)))
     all_completions: list[Completion] = []
     texts: list[str] = []
     totals: list[float] = []
@@ -103,6 +108,8 @@ def gather_step(
 # How per-rank scalars combine into the step's value: default "first" (rank 0's own: timings, ...).
 _SUM = (
     "loss/policy",
+    "loss/kl",
+    "loss/total",
     "perf/learner_tokens",
     "perf/learner_packed_tokens",
     "perf/learner_pad_tokens",
@@ -116,8 +123,8 @@ def combine_rank_metrics(per_rank: Sequence[dict[str, float]], weights: Sequence
     """Per-rank scalar metrics -> the step's, each as one process would have computed it.
 
     loss/* (other than below): token-weighted mean (`weights` = each rank's loss tokens), i.e. sum / total tokens
-    over the whole batch. loss/policy: summed (each rank's micro-batch losses are divided by the GLOBAL
-    normaliser, so they add up to the step's loss). grad_norm, lr: identical on every rank (mean). Learner token
+    over the whole batch. loss/policy, loss/kl, loss/total: summed (each rank's micro-batch losses are divided by
+    the GLOBAL normaliser, so they add up to the step's loss). grad_norm, lr: identical on every rank (mean). Learner token
     counts and throughput: summed. sync/*: worst (max) or mean over ranks. Anything else: rank 0's value.
     Example: loss/entropy 1.0 (10 tokens) and 4.0 (30 tokens) -> (10 + 120) / 40 = 3.25.
     """

@@ -5,7 +5,7 @@
     r1zero-eval task=gsm8k task.train_path=... task.eval_path=... temperature=0 n=1   # greedy
 
 Writes out_dir/results.json (metrics + the resolved config) and out_dir/completions.jsonl (one line per problem
-with its n samples). The prompts are built exactly as in training (`r1zero.train.build_prompts`), from the same
+with its n samples). The prompts are built exactly as in training (`r1zero.tasks.templates.build_prompts`), from the same
 task settings and seed, and the held-out problems are checked against the training split (`assert_disjoint`).
 Deterministic given `seed`: each problem's samples use a seed derived from it and the problem's index.
 """
@@ -243,7 +243,7 @@ def run_eval(cfg: EvalRunConfig, engine: Any = None) -> dict[str, Any]:
 
     from r1zero.checkpoint import atomic_write_json, atomic_write_text
     from r1zero.logging import to_json_value
-    from r1zero.train import build_prompts
+    from r1zero.tasks.templates import build_prompts
 
     started = time.time()
     out_dir = Path(cfg.out_dir)
@@ -251,7 +251,7 @@ def run_eval(cfg: EvalRunConfig, engine: Any = None) -> dict[str, Any]:
     model_path = resolve_eval_model(cfg.model.name)
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cfg.model.trust_remote_code)
     examples = load_eval_examples(cfg)
-    prompts = build_prompts(examples, cfg, tokenizer)  # type: ignore[arg-type]  # reads cfg.task only
+    prompts = build_prompts(examples, cfg.task, tokenizer)
     ks = sorted({k for k in cfg.k if k <= cfg.n})
     if len(ks) < len(set(cfg.k)):
         log.warning("k values above n=%d skipped: %s", cfg.n, sorted({k for k in cfg.k if k > cfg.n}))

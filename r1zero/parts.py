@@ -97,6 +97,9 @@ def _mean(values: Sequence[float]) -> float:
 def rollout_metrics(completions: Sequence[Completion], scored: Scored, group_size: int) -> dict[str, float]:
     """reward/* and rollout/* statistics of one step (length distributions: r1zero.aha.aha_step_metrics).
 
+    rollout/zero_std_group_frac: groups whose TASK rewards are all equal (what the policy solved, before any
+    overlong penalty; the loop logs algo/zero_std_group_frac on the final rewards the advantages use).
+
     Example: rewards [1, 0, 1, 1] with G = 2 -> reward/mean 0.75, rollout/zero_std_group_frac 0.5.
     """
     lengths = [len(c.token_ids) for c in completions]

@@ -59,8 +59,8 @@ class Completion:
     prompt_index:     index of its prompt in the list passed to `generate` (row i of a step has prompt i // G).
     prompt_token_ids: [P] token ids of the prompt.
     token_ids:        [L] generated token ids (including the end-of-sequence token when one was produced).
-    logprobs:         [L] per-token log-probabilities under the sampling policy (raw, before temperature), or
-                      None when the engine does not report them.
+    logprobs:         [L] per-token log-probabilities of the distribution sampled from (logits / temperature),
+                      or None when the engine does not report them.
     text:             decoded generated text (special tokens removed).
     finish_reason:    "stop" (end-of-sequence or stop string) or "length" (hit max_tokens: truncated).
     policy_version:   the learner step whose weights produced this sample (0 = the initial model).

@@ -25,10 +25,7 @@ REQS="$(mktemp)"
 trap 'rm -f "$REQS"' EXIT
 "$PYTHON" - "$EXTRAS" >"$REQS" <<'PY'
 import sys
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
+import tomllib
 project = tomllib.load(open("pyproject.toml", "rb"))["project"]
 reqs = list(project["dependencies"])
 for extra in filter(None, sys.argv[1].split(",")):

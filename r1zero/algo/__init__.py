@@ -19,11 +19,13 @@ from r1zero.algo.losses import (
     policy_loss,
     truncated_is_weights,
 )
+from r1zero.algo.objective import MicroBatchLoss, micro_batch_loss
 
 __all__ = [
     "AGGREGATIONS",
     "KL_ESTIMATORS",
     "NORMALIZERS",
+    "MicroBatchLoss",
     "aggregate",
     "aggregate_micro",
     "entropy_from_logits",
@@ -34,6 +36,7 @@ __all__ = [
     "kl_penalty_loss",
     "loss_normalizer",
     "masked_mean",
+    "micro_batch_loss",
     "overlong_penalty",
     "policy_loss",
     "token_logprobs",

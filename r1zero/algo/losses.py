@@ -72,18 +72,28 @@ def _count_tokens(mask: Tensor, max_response_len: int | None) -> Tensor:
     return mask.to(torch.float32).sum()  # 0-dim
 
 
+def _rows_with_tokens(mask: Tensor) -> Tensor:
+    """How many rows carry at least one real token. mask [N, T] -> 0-dim float.
+
+    A row the loss mask removed entirely (dynamic sampling, `mask_truncated`) contributes nothing to the
+    numerator, so it must not count in the denominator either (else the step's gradient shrinks by the kept
+    fraction). Example: [[1, 1], [0, 0], [1, 0]] -> 2."""
+    return mask.bool().any(dim=1).to(torch.float32).sum()  # 0-dim
+
+
 def _count_rows(mask: Tensor, max_response_len: int | None) -> Tensor:
-    """seq_mean_token_mean normalizer: the number of sequences N. mask [N, T] -> 0-dim float."""
-    return torch.tensor(float(mask.shape[0]), device=mask.device)  # 0-dim
+    """seq_mean_token_mean normalizer: the number of sequences that carry loss tokens. [N, T] -> 0-dim float."""
+    return _rows_with_tokens(mask)  # 0-dim
 
 
 def _count_row_slots(mask: Tensor, max_response_len: int | None) -> Tensor:
-    """seq_mean_token_sum_norm normalizer: N * max_response_len (a constant, Dr. GRPO). -> 0-dim float."""
+    """seq_mean_token_sum_norm normalizer: (sequences with loss tokens) * max_response_len (Dr. GRPO's constant
+    per-sequence denominator). [N, T] -> 0-dim float."""
     if max_response_len is None or max_response_len < 1:
         raise ValueError(
             f"aggregation 'seq_mean_token_sum_norm' needs max_response_len >= 1, got {max_response_len}"
         )
-    return torch.tensor(float(mask.shape[0] * max_response_len), device=mask.device)  # 0-dim
+    return _rows_with_tokens(mask) * float(max_response_len)  # 0-dim
 
 
 class _Mode(NamedTuple):
@@ -111,8 +121,9 @@ def loss_normalizer(response_mask: Tensor, mode: str, max_response_len: int | No
     response_mask: [N, T] of the full step (all micro-batches; pad to a common T or add per-micro-batch values:
     every normalizer is additive over rows). Returns a 0-dim float32 tensor, at least 1 (so an all-zero mask
     gives a loss of 0, not NaN).
+    Only rows with at least one real token count, in every mode: a row removed by the loss mask adds nothing.
     Example: mask [[1, 1, 0], [1, 0, 0]]: token_mean -> 3; seq_mean_token_mean -> 2;
-             seq_mean_token_sum_norm with max_response_len 4 -> 2 * 4 = 8.
+             seq_mean_token_sum_norm with max_response_len 4 -> 2 * 4 = 8. Adding a row [0, 0, 0] changes none.
     """
     return _mode(mode).normalizer(response_mask, max_response_len).clamp(min=1.0)  # 0-dim
 
@@ -143,10 +154,11 @@ def aggregate(
     of each row's token mean; original GRPO), "seq_mean_token_sum_norm" (sum / (N * max_response_len);
     Dr. GRPO, needs max_response_len). normalizer: pass `loss_normalizer` of the full step when `values` is one
     micro-batch (then the results over micro-batches sum to the full-batch value); None = this batch's own.
-    All-zero mask: 0 (the normalizer is clamped to >= 1; a row without tokens adds 0 to its sequence mean).
+    A row without tokens counts nowhere (numerator or normalizer); all-zero mask: 0 (normalizer clamped to >= 1).
     Example: values [[1, 2, 9], [4, 9, 9]], mask [[1, 1, 0], [1, 0, 0]]:
              token_mean (1 + 2 + 4) / 3 = 2.333; seq_mean_token_mean ((1 + 2) / 2 + 4 / 1) / 2 = 2.75;
              seq_mean_token_sum_norm, max_response_len 4: 7 / (2 * 4) = 0.875.
+             values [[1, 1], [3, 3]], mask [[1, 1], [0, 0]], seq_mean_token_mean: 1.0 (the masked row is gone).
     """
     if normalizer is None:
         normalizer = loss_normalizer(mask, mode, max_response_len)  # 0-dim

@@ -138,7 +138,7 @@ def components(overrides: list[str], warmup: int, reps: int, workdir: str) -> di
     from r1zero.models import resolve_model
     from r1zero.rollout.base import SamplingSettings, build_engine, request_seed, tokenize_prompts
     from r1zero.sync import make_probe, push_weights, verify_sync
-    from r1zero.train import build_prompts
+    from r1zero.tasks.templates import build_prompts
 
     cfg = compose_config(overrides)
     if cfg.cpu_threads > 0:
@@ -174,7 +174,7 @@ def components(overrides: list[str], warmup: int, reps: int, workdir: str) -> di
     def ours() -> None:
         llm.reset_prefix_cache()
         start = time.perf_counter()
-        batch = build_prompts(examples, cfg, tokenizer)  # the loop's rollout phase, as in r1zero.train
+        batch = build_prompts(examples, cfg.task, tokenizer)  # the loop's rollout phase, as in r1zero.train
         tokenize_prompts(tokenizer, batch, cfg.rollout.max_prompt_tokens)
         outputs["ours"] = engine.generate(batch, sampling)
         outputs["ours_s"] = time.perf_counter() - start

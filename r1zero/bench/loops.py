@@ -64,7 +64,7 @@ def step_prompts(cfg: RunConfig, tokenizer: Any, steps: int) -> list[list[Any]]:
     """The prompts of steps 1..steps, exactly as `r1zero.train.run` draws them: [steps][B] `Prompt`s."""
     from r1zero.parts import PromptSampler
     from r1zero.tasks.registry import load_examples
-    from r1zero.train import build_prompts
+    from r1zero.tasks.templates import build_prompts
 
     task = cfg.task
     examples = load_examples(
@@ -73,7 +73,7 @@ def step_prompts(cfg: RunConfig, tokenizer: Any, steps: int) -> list[list[Any]]:
     )  # fmt: skip
     sampler = PromptSampler(len(examples), seed=cfg.seed)
     B = cfg.rollout.prompts_per_step
-    return [build_prompts([examples[i] for i in sampler.next(B)], cfg, tokenizer) for _ in range(steps)]
+    return [build_prompts([examples[i] for i in sampler.next(B)], cfg.task, tokenizer) for _ in range(steps)]
 
 
 PHASE_KEYS = (

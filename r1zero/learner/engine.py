@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import types
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -16,21 +17,36 @@ from r1zero.config import LearnerConfig
 log = logging.getLogger(__name__)
 
 
-def lr_lambda(schedule: str, warmup_steps: int, total_steps: int):
-    """Multiplier of the base LR at optimizer step s: linear warmup, then constant / cosine / linear decay to 0.
+# Keyed by LearnerConfig.lr_schedule: the decay after warmup, progress p in [0, 1] -> multiplier of the base LR.
+LR_SCHEDULES: dict[str, Callable[[float], float]] = {
+    "constant": lambda p: 1.0,
+    "cosine": lambda p: 0.5 * (1.0 + math.cos(math.pi * p)),
+    "linear": lambda p: 1.0 - p,
+}
 
-    Example: warmup 2, total 10, cosine: s=0 -> 0.5, s=1 -> 1.0, s=6 -> 0.5 * (1 + cos(pi * 4 / 8)) = 0.5.
+
+def lr_lambda(
+    schedule: str, warmup_steps: int, total_steps: int, updates_per_step: int = 1
+) -> Callable[[int], float]:
+    """Multiplier of the base LR for optimizer update u: linear warmup, then LR_SCHEDULES[schedule] decay.
+
+    The schedule is defined per RL step: warmup_steps and total_steps count RL steps, and all
+    `updates_per_step` optimizer updates of one RL step (algo.num_iterations) use that step's LR, so the
+    schedule's shape does not depend on num_iterations. RL step s (0-based) = u // updates_per_step.
+    Example: warmup 2, total 10, cosine: s=0 -> 0.5, s=1 -> 1.0, s=6 -> 0.5 * (1 + cos(pi * 4 / 8)) = 0.5;
+    with updates_per_step 2, updates 0 and 1 both get 0.5 and updates 12, 13 both get 0.5 (s = 6).
     """
+    if updates_per_step < 1:
+        raise ValueError(f"updates_per_step must be >= 1; got {updates_per_step}")
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"learner.lr_schedule must be one of {', '.join(LR_SCHEDULES)}; got {schedule!r}")
+    decay = LR_SCHEDULES[schedule]
 
-    def factor(step: int) -> float:
+    def factor(update: int) -> float:
+        step = update // updates_per_step
         if step < warmup_steps:
             return (step + 1) / warmup_steps
-        if schedule == "constant":
-            return 1.0
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        if schedule == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-        return 1.0 - progress  # linear
+        return decay(min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps)))
 
     return factor
 
@@ -180,9 +196,12 @@ class TorchEngine:
         self.lr_scheduler.load_state_dict(state["scheduler"])
 
 
-def build_engine(model: nn.Module, cfg: LearnerConfig, *, total_steps: int, world_size: int):
-    """DeepSpeed engine (backend "deepspeed") or TorchEngine (backend "torch") around `model`."""
-    schedule = lr_lambda(cfg.lr_schedule, cfg.warmup_steps, total_steps)
+def build_engine(
+    model: nn.Module, cfg: LearnerConfig, *, total_steps: int, world_size: int, updates_per_step: int = 1
+):
+    """DeepSpeed engine (backend "deepspeed") or TorchEngine (backend "torch") around `model`. The LR schedule
+    runs over total_steps RL steps of updates_per_step optimizer updates each (see `lr_lambda`)."""
+    schedule = lr_lambda(cfg.lr_schedule, cfg.warmup_steps, total_steps, updates_per_step)
     if cfg.backend == "deepspeed" and effective_zero_stage(cfg.zero_stage, world_size) != cfg.zero_stage:
         log.info("learner: ZeRO-%d on a single rank runs as stage 0 (nothing to partition)", cfg.zero_stage)
     if cfg.backend == "torch":

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from r1zero import distributed
-from r1zero.algo import kl_penalty_loss, loss_normalizer, policy_loss, truncated_is_weights
+from r1zero.algo import loss_normalizer, micro_batch_loss
 from r1zero.config import AlgoConfig, LearnerConfig
 from r1zero.learner.batching import (
     PackedBatch,
@@ -47,9 +47,18 @@ class Learner:
         *,
         total_steps: int,
         max_response_len: int,
+        temperature: float = 1.0,
         trust_remote_code: bool = False,
     ) -> None:
+        """total_steps: RL steps of the run (the LR schedule's horizon); temperature: the rollout's sampling
+        temperature, which the learner's logprobs use too (logits / T), so that the ratio, the truncated-IS
+        weights and the per-step sync check compare the distribution that was sampled from."""
+        if temperature <= 0:
+            raise ValueError(
+                f"the learner scores at the sampling temperature, which must be > 0; got {temperature}"
+            )
         self.cfg, self.algo, self.max_response_len = cfg, algo, max_response_len
+        self.temperature = temperature
         self.device = (
             torch.device("cuda", distributed.local_rank())
             if torch.cuda.is_available()
@@ -65,9 +74,13 @@ class Learner:
         attach_logprob_head(model, cfg.logprob_chunk_size)
         # Packing layout: one row per micro-batch or several, whichever the cost model says is cheaper.
         self.pair_cost = attention_pair_cost(model.config)
-        self.engine = build_engine(model, cfg, total_steps=total_steps, world_size=distributed.world_size())
+        self.engine = build_engine(
+            model, cfg, total_steps=total_steps, world_size=distributed.world_size(),
+            updates_per_step=algo.num_iterations,
+        )  # fmt: skip
         self.clips = learner_clips(cfg, distributed.world_size())  # else the engine clips and keeps the norm
         self.grad_norm = 0.0
+        self.last_lr = cfg.lr
         self.module = self.engine.module
         if cfg.backend == "torch":
             self.module.to(self.device)
@@ -80,8 +93,10 @@ class Learner:
             self.ref_model = ref.to(self.device).eval().requires_grad_(False)
 
     # ------------------------------------------------------------------------------------------ forward
-    def _forward(self, model: Any, batch: PackedBatch, width: int) -> tuple[Tensor, Tensor]:
-        """Response logprobs and entropy [n, width] for one packed micro-batch."""
+    def _forward(
+        self, model: Any, batch: PackedBatch, width: int, temperature: float
+    ) -> tuple[Tensor, Tensor]:
+        """Response logprobs and entropy [n, width] of logits / temperature for one packed micro-batch."""
         body = model.get_decoder() if hasattr(model, "get_decoder") else model.model
         hidden = body(
             input_ids=batch.input_ids,
@@ -90,32 +105,71 @@ class Learner:
             use_cache=False,
         ).last_hidden_state  # [R, S, H]
         targets = hidden.flatten(0, 1)[batch.target_pos]  # [M, H]
-        logprobs, entropy = model.get_output_embeddings()(targets, batch.labels)  # [M], [M]
+        logprobs, entropy = model.get_output_embeddings()(targets, batch.labels, temperature)  # [M], [M]
         return batch.unpack(logprobs, width), batch.unpack(entropy, width)  # [n, width] each
 
-    def _micro_batches(self, sequences: Sequence[TokenSequence]) -> list[PackedBatch]:
-        lengths = [len(p) + len(r) for p, r in sequences]
-        plan = plan_micro_batches(lengths, self.cfg.micro_batch_size)
+    def _micro_batches(self, sequences: Sequence[TokenSequence], rows: Sequence[int]) -> list[PackedBatch]:
+        """Packed micro-batches over `rows` (indices into sequences), in order."""
+        plan = plan_micro_batches(
+            [len(sequences[r][0]) + len(sequences[r][1]) for r in rows], self.cfg.micro_batch_size
+        )
         return [
-            pack(sequences, rows, share_prompts=self.cfg.share_prompts, pair_cost=self.pair_cost).to(
-                self.device
-            )
-            for rows in plan
+            pack(
+                sequences,
+                [rows[j] for j in part],
+                share_prompts=self.cfg.share_prompts,
+                pair_cost=self.pair_cost,
+            ).to(self.device)
+            for part in plan
         ]
 
     @torch.no_grad()
-    def logprobs(self, sequences: Sequence[TokenSequence], *, reference: bool = False) -> list[Tensor]:
-        """Per-token logprobs of each response under the current policy (or the reference model): list of [R_i]."""
+    def logprobs(
+        self, sequences: Sequence[TokenSequence], *, reference: bool = False, temperature: float = 1.0
+    ) -> list[Tensor]:
+        """Per-token logprobs of each response under logits / temperature of the current policy (or the reference
+        model): list of [R_i]. Temperature 1 (the default) is what the engines' `score` reports (sync probe)."""
         model = self.ref_model if reference else self.module
         if model is None:
             raise ValueError("no reference model: algo.kl_coef is 0")
         out: list[Tensor] = [torch.empty(0)] * len(sequences)
-        for batch in self._micro_batches(sequences):
+        for batch in self._micro_batches(sequences, range(len(sequences))):
             width = int(batch.response_len.max()) if len(batch.rows) else 0
-            logprobs, _ = self._forward(model, batch, width)  # [n, width]
+            logprobs, _ = self._forward(model, batch, width, temperature)  # [n, width]
             for local, row in enumerate(batch.rows):
                 out[row] = logprobs[local, : int(batch.response_len[local])].float().cpu()
         return out
+
+    def _padded_logprobs(self, sequences: Sequence[TokenSequence], *, reference: bool = False) -> Tensor:
+        """[N, T] logprobs at the sampling temperature (old or reference policy), zero-padded."""
+        per_row = self.logprobs(sequences, reference=reference, temperature=self.temperature)
+        return response_layout([t.tolist() for t in per_row])[0]  # [N, T]
+
+    def _checked_rollout_logprobs(
+        self, rollout_logprobs: Sequence[Sequence[float]] | None, resp_lens: list[int]
+    ) -> Tensor | None:
+        """The engine's sampling logprobs as [N, T], or None when not given / incomplete. An option that needs them
+        (algo.tis_cap, algo.old_logprobs_source=rollout) fails here with a message naming it."""
+        complete = rollout_logprobs is not None and [len(x) for x in rollout_logprobs] == resp_lens
+        needs = [
+            name
+            for name, on in (
+                (f"algo.tis_cap={self.algo.tis_cap}", self.algo.tis_cap is not None),
+                ("algo.old_logprobs_source=rollout", self.algo.old_logprobs_source == "rollout"),
+            )
+            if on
+        ]
+        if needs and not complete:
+            if rollout_logprobs is None:
+                detail = "none were given"
+            else:
+                row = next(i for i, (x, n) in enumerate(zip(rollout_logprobs, resp_lens)) if len(x) != n)
+                detail = f"completion {row} has {len(rollout_logprobs[row])} for its {resp_lens[row]} tokens"
+            raise ValueError(
+                f"{' and '.join(needs)} needs the rollout engine's per-token sampling logprobs, but {detail}. "
+                "Use an engine that reports them (rollout.engine=vllm or hf both do), or turn the option off."
+            )
+        return response_layout(rollout_logprobs)[0] if complete and rollout_logprobs is not None else None
 
     # ------------------------------------------------------------------------------------------ step
     def train_step(
@@ -127,11 +181,12 @@ class Learner:
         loss_mask: Tensor | None = None,
         max_rollout_gap: float | None = None,
     ) -> dict[str, float]:
-        """One optimizer step (num_iterations passes) over N sequences with advantages [N].
+        """One RL step (num_iterations optimizer steps) over N sequences with advantages [N].
 
-        rollout_logprobs: the engine's sampling logprobs per response (needed for old_logprobs_source=rollout
-        and for the truncated-IS correction). loss_mask: [N] bool, rows that take part in the loss (e.g. not
-        truncated); the normaliser counts only those rows.
+        rollout_logprobs: the engine's sampling logprobs per response, at the sampling temperature (needed for
+        old_logprobs_source=rollout and for the truncated-IS correction; they also feed the free sync check).
+        loss_mask: [N] bool, rows that take part in the loss; rows outside it are not forwarded at all and do
+        not count in the normaliser (every aggregation, over all micro-batches and ranks).
         max_rollout_gap: the free sync check. The engine sampled these tokens with the weights the learner holds
         before this step, so the first pass's logprobs must match the engine's; a max |gap| above this (over
         all ranks) raises SyncVerificationError before the optimizer step, so samples from wrong weights never
@@ -139,116 +194,119 @@ class Learner:
         only reported.
         """
         start = time.perf_counter()
+        algo = self.algo
         resp_lens = [len(r) for _, r in sequences]
-        ones = [[1.0] * k for k in resp_lens]
-        _, response_mask = response_layout(ones)  # [N, T]
-        real_mask = response_mask.clone()  # [N, T]
-        if loss_mask is not None:
-            response_mask &= loss_mask.bool().unsqueeze(-1)
-        rollout_lp = response_layout(rollout_logprobs)[0] if rollout_logprobs is not None else None  # [N, T]
-        # Free sync check: the engine sampled these tokens with the weights the learner holds before this step,
-        # so its logprobs must match the learner's forward pass (any gap is a sync or precision problem).
-        gap_check = rollout_logprobs is not None and [len(x) for x in rollout_logprobs] == resp_lens
-        gap_sum = torch.zeros((), device=self.device)
-        row_gap = torch.zeros(len(sequences), device=self.device)  # [N] each response's max |gap|
+        _, real_mask = response_layout([[1.0] * k for k in resp_lens])  # [N, T]
+        keep = torch.ones(len(sequences), dtype=torch.bool) if loss_mask is None else loss_mask.bool()  # [N]
+        response_mask = real_mask & keep.unsqueeze(-1)  # [N, T] the loss tokens
+        rollout_lp = self._checked_rollout_logprobs(rollout_logprobs, resp_lens)  # [N, T] or None
         # The normaliser of the whole step (all micro-batches, all ranks): exact gradient accumulation.
-        local_norm = float(loss_normalizer(response_mask, self.algo.loss_aggregation, self.max_response_len))
+        local_norm = float(loss_normalizer(response_mask, algo.loss_aggregation, self.max_response_len))
         global_norm = distributed.all_reduce_sum(local_norm)  # every rank joins, even one with no loss rows
         normalizer = torch.tensor(global_norm if global_norm > 0 else 1.0)
         world = distributed.world_size() if self.cfg.backend == "deepspeed" else 1
-        batches = self._micro_batches(sequences)
+        # Only rows with loss are forwarded. A rank with none still runs one (fully masked) row: its backward
+        # joins the gradient all-reduce with zeros, and the others do not wait for it.
+        active = [i for i in range(len(sequences)) if bool(keep[i])] or [0]
+        batches = self._micro_batches(sequences, active)
+        # Every rank runs the same number of micro-batches (ZeRO-3 gathers parameters in each forward, and the
+        # gradient all-reduce waits for every rank's boundary backward): a rank with fewer loss rows repeats its
+        # first micro-batch with no loss tokens (a zero gradient).
+        passes = int(distributed.all_reduce_max(float(len(batches))))
 
-        old_lp = None  # [N, T]
-        # One pass: old = this pass's own logprobs (detached), also for the TIS weights; no extra forward.
-        need_old = self.algo.num_iterations > 1
-        if self.algo.old_logprobs_source == "rollout":
-            if rollout_lp is None:
-                raise ValueError("algo.old_logprobs_source=rollout needs the engine's sampling logprobs")
+        old_lp = None  # [N, T]; None: one on-policy pass takes its own (detached) logprobs, no extra forward
+        if algo.old_logprobs_source == "rollout":
             old_lp = rollout_lp
-        elif need_old:
-            old_lp = response_layout([t.tolist() for t in self.logprobs(sequences)])[0]
-        ref_lp = None
-        if self.ref_model is not None:
-            ref_lp = response_layout([t.tolist() for t in self.logprobs(sequences, reference=True)])[0]
+        elif algo.num_iterations > 1:
+            old_lp = self._padded_logprobs(sequences)
+        ref_lp = self._padded_logprobs(sequences, reference=True) if self.ref_model is not None else None
 
+        gap_check = rollout_lp is not None
+        gap_sum = torch.zeros((), device=self.device)
+        row_gap = torch.zeros(len(sequences), device=self.device)  # [N] each forwarded response's max |gap|
         # Metric sums stay on the device until the step ends: no host sync between micro-batches.
         sums: dict[str, Tensor | float] = {}
         tokens = 0
-        for iteration in range(self.algo.num_iterations):
-            for i, batch in enumerate(batches):
+        for iteration in range(algo.num_iterations):
+            for i in range(passes):
+                batch = batches[i] if i < len(batches) else batches[0]
                 rows = torch.tensor(batch.rows)
-                mb_width = max(resp_lens[r] for r in batch.rows)
-                host_mask = response_mask[rows, :mb_width]  # [n, t]
+                width = max(resp_lens[r] for r in batch.rows)
+
+                def cut(values: Tensor | None, rows: Tensor = rows, width: int = width) -> Tensor | None:
+                    return None if values is None else values[rows, :width].to(self.device)  # [n, t]
+
+                host_mask = response_mask[rows, :width] & (i < len(batches))  # [n, t]; a filler pass: none
                 weight = int(host_mask.sum())  # loss tokens of this micro-batch, counted on the host
                 mask = host_mask.to(self.device)  # [n, t]
-                logprobs, entropy = self._forward(self.module, batch, mb_width)  # [n, t]
-                if gap_check and rollout_lp is not None and iteration == 0:
+                logprobs, entropy = self._forward(self.module, batch, width, self.temperature)  # [n, t]
+                if gap_check and iteration == 0 and i < len(batches):
                     with torch.no_grad():
-                        gap = (logprobs - rollout_lp[rows, :mb_width].to(self.device)).abs()  # [n, t]
-                        gap = gap * real_mask[rows, :mb_width].to(self.device)  # [n, t]
+                        gap = (logprobs - cut(rollout_lp)).abs() * cut(real_mask)  # type: ignore[operator]
                         row_gap[rows.to(self.device)] = gap.amax(dim=1) if gap.numel() else 0.0
                         gap_sum = gap_sum + gap.sum()
-                # On-policy with one pass: old = current (detached), ratio 1, no extra forward pass.
-                old = old_lp[rows, :mb_width].to(self.device) if old_lp is not None else logprobs.detach()
-                is_weights = None
-                if self.algo.tis_cap is not None and rollout_lp is not None:
-                    is_weights = truncated_is_weights(
-                        old, rollout_lp[rows, :mb_width].to(self.device), self.algo.tis_cap
-                    )
-                loss, metrics = policy_loss(
-                    logprobs,
-                    old,
-                    advantages[rows].to(self.device),
-                    mask,
-                    clip_low=self.algo.clip_low,
-                    clip_high=self.algo.clip_high,
-                    aggregation=self.algo.loss_aggregation,
+                out = micro_batch_loss(
+                    logprobs, advantages[rows].to(self.device), mask, normalizer,
+                    old_logprobs=cut(old_lp), rollout_logprobs=cut(rollout_lp), ref_logprobs=cut(ref_lp),
+                    clip_low=algo.clip_low, clip_high=algo.clip_high, tis_cap=algo.tis_cap,
+                    kl_coef=algo.kl_coef, kl_kind=algo.kl_kind, aggregation=algo.loss_aggregation,
                     max_response_len=self.max_response_len,
-                    is_weights=is_weights,
-                    normalizer=normalizer,
-                )
-                if ref_lp is not None:
-                    kl = kl_penalty_loss(
-                        logprobs,
-                        ref_lp[rows, :mb_width].to(self.device),
-                        mask,
-                        kind=self.algo.kl_kind,
-                        aggregation=self.algo.loss_aggregation,
-                        max_response_len=self.max_response_len,
-                        normalizer=normalizer,
-                    )
-                    loss = loss + self.algo.kl_coef * kl
-                    metrics["kl_ref"] = kl.detach() * normalizer / max(1, weight)
-                self.engine.set_gradient_accumulation_boundary(i == len(batches) - 1)
+                )  # fmt: skip
+                self.engine.set_gradient_accumulation_boundary(i == passes - 1)
                 # DeepSpeed averages gradients over ranks; the normaliser already spans all ranks.
-                self.engine.backward(loss * world)
+                self.engine.backward(out.total * world)
                 tokens += weight
-                sums["policy"] = sums.get("policy", 0.0) + loss.detach()
+                for name, share in (("policy", out.policy), ("kl", out.kl), ("total", out.total.detach())):
+                    sums[name] = sums.get(name, 0.0) + share
                 with torch.no_grad():
                     sums["entropy"] = sums.get("entropy", 0.0) + (entropy * mask).sum()
-                for name, value in metrics.items():
+                for name, value in out.metrics.items():
                     sums[name] = sums.get(name, 0.0) + value * weight
             if iteration == 0 and max_rollout_gap is not None:
                 self._check_rollout_gap(row_gap if gap_check else None, gap_sum, real_mask, max_rollout_gap)
             if self.clips:
                 self.grad_norm = clip_gradients(self.module, self.cfg.max_grad_norm)
+            if iteration == 0:
+                self.last_lr = float(
+                    self.engine.lr_scheduler.get_last_lr()[0]
+                )  # the LR of this step's updates
             self.engine.step()
-        total = max(1.0, float(response_mask.sum()) * self.algo.num_iterations)
+        gap_tokens = float(real_mask[active].sum())
+        return self._step_metrics(
+            sums, response_mask, tokens, batches, row_gap, gap_sum, gap_tokens, gap_check, start
+        )
+
+    def _step_metrics(
+        self,
+        sums: dict[str, Tensor | float],
+        response_mask: Tensor,
+        tokens: int,
+        batches: list[PackedBatch],
+        row_gap: Tensor,
+        gap_sum: Tensor,
+        gap_tokens: float,
+        gap_check: bool,
+        start: float,
+    ) -> dict[str, float]:
+        """The step's loss/*, perf/* and sync/step_* scalars. loss/policy, loss/kl, loss/total: the step's
+        aggregated values (mean over the num_iterations passes), so loss/total = loss/policy + kl_coef * loss/kl;
+        other loss/* are token means over the loss tokens."""
+        iterations = self.algo.num_iterations
+        total = max(1.0, float(response_mask.sum()) * iterations)
         values = {k: float(v) for k, v in sums.items()}  # the step's one wait for the device
-        out = {f"loss/{k}": v / total for k, v in values.items() if k != "policy"}
-        out["loss/policy"] = values.get("policy", 0.0) / self.algo.num_iterations
+        out = {f"loss/{k}": v / total for k, v in values.items() if k not in ("policy", "kl", "total")}
+        for name in ("policy", "kl", "total"):
+            out[f"loss/{name}"] = values.get(name, 0.0) / iterations
         out["loss/grad_norm"] = (
             self.grad_norm if self.clips else float(self.engine.get_global_grad_norm() or 0.0)
         )
-        out["loss/lr"] = float(self.engine.lr_scheduler.get_last_lr()[0])
+        out["loss/lr"] = self.last_lr
         out["perf/learner_tokens"] = float(tokens)
         if gap_check:
-            out["sync/step_logprob_max_abs_diff"] = float(row_gap.max()) if len(sequences) else 0.0
-            out["sync/step_logprob_mean_abs_diff"] = float(gap_sum) / max(1.0, float(real_mask.sum()))
-        out["perf/learner_packed_tokens"] = float(
-            sum(b.num_tokens for b in batches) * self.algo.num_iterations
-        )
-        out["perf/learner_pad_tokens"] = float(sum(b.num_padding for b in batches) * self.algo.num_iterations)
+            out["sync/step_logprob_max_abs_diff"] = float(row_gap.max()) if row_gap.numel() else 0.0
+            out["sync/step_logprob_mean_abs_diff"] = float(gap_sum) / max(1.0, gap_tokens)
+        out["perf/learner_packed_tokens"] = float(sum(b.num_tokens for b in batches) * iterations)
+        out["perf/learner_pad_tokens"] = float(sum(b.num_padding for b in batches) * iterations)
         out["perf/learner_tokens_per_s"] = out["perf/learner_packed_tokens"] / max(
             1e-9, time.perf_counter() - start
         )

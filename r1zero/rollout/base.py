@@ -166,14 +166,26 @@ def normalize_param_name(name: str) -> str:
     return name.replace("._orig_mod.", ".")
 
 
+# Keyed by RolloutConfig.dtype: the torch dtype's name on (CPU, GPU). "auto" is float32 on CPU (bf16 matmuls are
+# slow and inexact there) and bfloat16 on a GPU. Names, not torch objects, so the config validates without torch.
+DTYPES: dict[str, tuple[str, str]] = {
+    "float32": ("float32", "float32"),
+    "bfloat16": ("bfloat16", "bfloat16"),
+    "float16": ("float16", "float16"),
+    "auto": ("float32", "bfloat16"),
+}
+
+
 def torch_dtype(name: str, device: str = "cpu") -> torch.dtype:
-    """RolloutConfig.dtype -> torch dtype. "auto" is float32 on CPU (bf16 matmuls are slow and inexact there)
-    and bfloat16 on a GPU."""
+    """RolloutConfig.dtype -> torch dtype on `device` ("cpu", "cuda"), from DTYPES: ("auto", "cpu") -> float32."""
     import torch
 
-    if name == "auto":
-        return torch.float32 if device == "cpu" else torch.bfloat16
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+    if name not in DTYPES:
+        raise ValueError(f"rollout.dtype must be one of {', '.join(DTYPES)}; got {name!r}")
+    on_cpu, on_gpu = DTYPES[name]
+    dtype = getattr(torch, on_cpu if device == "cpu" else on_gpu)
+    assert isinstance(dtype, torch.dtype)
+    return dtype
 
 
 EngineFactory = Callable[..., RolloutEngine]  # (model_path, cfg, seed, **engine_kwargs) -> engine

@@ -114,7 +114,7 @@ class HFEngine:
             num_return_sequences=1 if greedy else sampling.n,
             eos_token_id=self.eos_token_ids,
             pad_token_id=self.pad_token_id,
-            output_logits=True,  # raw logits, before temperature/top-p: the learner's policy
+            output_logits=True,  # raw logits; divided by the temperature below (the distribution sampled from)
             return_dict_in_generate=True,
         )
         seed = sampling.seed if sampling.seed is not None else self.seed * 1_000_003 + self._calls
@@ -126,9 +126,10 @@ class HFEngine:
                 input_ids=input_ids, attention_mask=attention_mask, generation_config=config
             )
         new_tokens = out.sequences[:, input_ids.shape[1] :]  # [N, T] ([B, T] when greedy)
+        scale = sampling.temperature if sampling.temperature > 0 else 1.0  # greedy: the untempered policy
         logprobs = torch.stack(
-            [  # per step: [N, V] raw logits -> [N] logprob of the chosen token
-                torch.log_softmax(step.float(), dim=-1).gather(1, new_tokens[:, t : t + 1]).squeeze(1)
+            [  # per step: [N, V] raw logits / T -> [N] logprob of the chosen token under the sampled distribution
+                torch.log_softmax(step.float() / scale, dim=-1).gather(1, new_tokens[:, t : t + 1]).squeeze(1)
                 for t, step in enumerate(out.logits)
             ],
             dim=1,

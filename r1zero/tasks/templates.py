@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from r1zero.config import TaskConfig
 from r1zero.types import Example, Prompt
 
 R1ZERO_SYSTEM = (
@@ -84,3 +85,15 @@ def build_prompt(
     return TEMPLATES[template](
         example, tokenizer=tokenizer, system_prompt=system_prompt, fewshot=fewshot, prefill=prefill
     )
+
+
+def build_prompts(examples: Sequence[Example], task: TaskConfig, tokenizer: Any) -> list[Prompt]:
+    """Examples -> prompts as the task config says (template, system prompt, few-shot turns): the one place
+    training, evaluation and the benchmark build prompts, so they all see the same text."""
+    fewshot = [(turn[0], turn[1]) for turn in task.fewshot]
+    return [
+        build_prompt(
+            e, template=task.template, tokenizer=tokenizer, system_prompt=task.system_prompt, fewshot=fewshot
+        )
+        for e in examples
+    ]

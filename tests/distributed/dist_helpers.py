@@ -37,7 +37,7 @@ TINY = [
 
 # What must agree between a W-process run and a 1-process run of the same global batch and seed: everything
 # computed from the sampled tokens and rewards exactly; the learner's figures up to float summation order
-# (gradients are all-reduced in another order; measured: up to 1.5e-5 relative, on loss/kl_ref at step 2).
+# (gradients are all-reduced in another order; measured: up to 1.5e-5 relative, on loss/kl at step 2).
 EXACT = ("reward/", "rollout/", "aha/", "algo/", "eval/")
 LOSS_REL, LOSS_ABS = 1e-4, 1e-7
 

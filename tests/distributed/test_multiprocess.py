@@ -146,4 +146,4 @@ def test_vllm_tensor_parallel_two_ranks_one_replica(workdir: Path) -> None:
     train = [r for r in rows if "reward/mean" in r]
     assert [r["step"] for r in train] == [1, 2]
     assert all(r["sync/max_abs_logprob_diff"] < 1e-3 for r in train)
-    assert train[-1]["loss/kl_ref"] > 0  # the policy moved, and the engine followed
+    assert train[-1]["loss/kl"] > 0  # the policy moved, and the engine followed

@@ -4,11 +4,12 @@ everything else (algorithm, ZeRO stage, precision, KL/reference model, DAPO filt
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import pytest
 
-from r1zero.config import register_configs, to_run_config
+from r1zero.config import AlgoConfig, register_configs, to_run_config
 from r1zero.train import CONF_DIR, run
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
@@ -39,8 +40,9 @@ def test_experiment_one_step_on_tiny(name: str, tmp_path: Path) -> None:
     register_configs()
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
         recipe = to_run_config(compose("config", overrides=[f"experiment={name}"]))
-        if recipe.algo.overlong_buffer:
-            overrides.append("algo.overlong_buffer=4")
+        # The only algo fields this test changes: the overlong buffer must fit the shrunk max_new_tokens.
+        algo_overrides: dict[str, object] = {"overlong_buffer": 4} if recipe.algo.overlong_buffer else {}
+        overrides += [f"algo.{key}={value}" for key, value in algo_overrides.items()]
         if recipe.task.name == "gsm8k":
             rows = [
                 {"question": f"What is {i} + 1?", "answer": f"{i} + 1 = {i + 1}\n#### {i + 1}"}
@@ -60,10 +62,16 @@ def test_experiment_one_step_on_tiny(name: str, tmp_path: Path) -> None:
                 f"task.eval_path={_write_jsonl(tmp_path / 'test.jsonl', rows[16:])}",
             ]
         cfg = to_run_config(compose("config", overrides=overrides))
-    assert cfg.algo == recipe.algo or recipe.algo.overlong_buffer  # the algorithm is the recipe's
+    # The algorithm is the recipe's: every field equals the recipe's, except the overridden ones, which hold the
+    # override values (fields added to AlgoConfig later are covered too).
+    expected_algo = {f.name: getattr(recipe.algo, f.name) for f in fields(AlgoConfig)} | algo_overrides
+    assert asdict(cfg.algo) == expected_algo
     assert cfg.learner.zero_stage == recipe.learner.zero_stage
     summary = run(cfg)
     assert summary["steps_done"] == 1
     row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
-    assert row["rollout/num_completions"] == 4
+    # 2 prompts x 2 samples per generation round; dynamic sampling (DAPO) may take up to 1 + max_sampling_rounds.
+    rounds = row["algo/sampling_rounds"]
+    assert row["rollout/num_completions"] == 4 * rounds
+    assert rounds == 1 or (cfg.algo.dynamic_sampling and rounds <= 1 + cfg.algo.max_sampling_rounds)
     assert row["sync/max_abs_logprob_diff"] < cfg.sync_threshold

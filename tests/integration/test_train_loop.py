@@ -141,3 +141,62 @@ def test_a_bad_push_between_probes_is_caught_by_the_next_step(
     metrics = metrics_of(tmp_path / "run")
     assert sorted(metrics) == [1, 2]  # step 3 was not logged: it never trained
     assert "sync/max_abs_logprob_diff" in metrics[1] and "sync/max_abs_logprob_diff" not in metrics[2]
+
+
+def _eval_steps(run_dir: Path) -> list[int]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return sorted(row["step"] for row in rows if "eval/accuracy" in row)
+
+
+def test_eval_flags_do_what_they_say(tmp_path: Path) -> None:
+    # every=1 without start/end: after steps 1 and 2 only, no step-0 evaluation (issue 12, item 6).
+    run(compose(tmp_path / "a", "learner=torch", "steps=2", "eval.every=1", "eval.at_start_and_end=false"))
+    assert _eval_steps(tmp_path / "a") == [1, 2]
+    # every=2 with start/end: step 0, then step 2 once (the periodic one and the final one are the same).
+    run(compose(tmp_path / "b", "learner=torch", "steps=2", "eval.every=2", "eval.at_start_and_end=true"))
+    assert _eval_steps(tmp_path / "b") == [0, 2]
+
+
+def test_first_seen_steps_survive_a_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # "wait" appears at step 1 only; after a resume at step 2 the run must still say it was first seen at step 1.
+    import r1zero.collect as collect_module
+    from r1zero import checkpoint as ckpt
+
+    real = collect_module.aha_step_metrics
+    calls = {"n": 0}
+
+    def with_wait_once(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        return real(*args, **kwargs) | ({"aha/count/wait": 1.0} if calls["n"] == 1 else {})
+
+    monkeypatch.setattr(collect_module, "aha_step_metrics", with_wait_once)
+    common = ["learner=torch", "eval.at_start_and_end=false"]
+    run(compose(tmp_path / "run", *common, "steps=2"))
+    summary = run(compose(tmp_path / "run", *common, "steps=3"))
+    assert summary["aha_first_seen"]["wait"] == 1  # (the random tiny model may say other phrases too)
+    latest = ckpt.find_latest_checkpoint(tmp_path / "run")
+    assert latest is not None and latest.name.endswith("3")
+    assert ckpt.load_meta(latest)["extra"]["first_seen"]["first_seen"]["wait"] == 1
+
+
+def test_run_reports_what_it_cost_and_writes_a_model_card(tmp_path: Path) -> None:
+    # cost/* (issue 14) from the loop's own phase timings and token counts, checked by hand-arithmetic identities.
+    import os
+
+    cfg = compose(tmp_path / "run", "learner=torch", "steps=2", "cost.usd_per_cpu_core_hour=0.5")
+    summary = run(cfg)
+    cost = summary["cost"]
+    rows = metrics_of(tmp_path / "run")
+    generated = sum(r["rollout/num_completions"] * r["rollout/length/mean"] for r in rows.values())
+    assert cost["cost/tokens_generated"] == pytest.approx(generated)
+    assert cost["cost/tokens_trained"] == pytest.approx(sum(r["perf/learner_tokens"] for r in rows.values()))
+    assert cost["cost/devices"] == min(os.cpu_count() or 1, max(1, cost["cost/devices"]))
+    phases = sum(v for k, v in cost.items() if k.endswith("_device_hours") and k != "cost/device_hours")
+    assert phases == pytest.approx(cost["cost/device_hours"])
+    assert cost["cost/device_hours"] == pytest.approx(cost["cost/wall_s"] / 3600 * cost["cost/devices"])
+    assert cost["cost/usd"] == pytest.approx(cost["cost/device_hours"] * 0.5)
+    step_s = sum(r["perf/step_s"] for r in rows.values())
+    assert cost["cost/wall_s"] >= step_s  # setup, evaluation and checkpoints on top, as "other"
+    assert rows[2]["cost/usd"] > rows[1]["cost/usd"] > 0  # running totals in the metrics too
+    card = (tmp_path / "run" / "final_model" / "README.md").read_text()
+    assert "tiny" in card and "countdown" in card.lower()

@@ -224,3 +224,31 @@ def test_overlong_penalty_by_hand() -> None:
     torch.testing.assert_close(overlong_penalty(torch.tensor([10, 11]), 10, 0), torch.tensor([0.0, -1.0]))
     with pytest.raises(ValueError, match="buffer_len"):
         overlong_penalty(torch.tensor([1]), 4, 5)
+
+
+# ---- issue 12, item 1: rows the loss mask removed count in no normaliser
+MODES = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
+
+
+def test_a_row_without_loss_tokens_counts_nowhere() -> None:
+    values = torch.tensor([[1.0, 1.0], [3.0, 3.0]])
+    mask = torch.tensor([[1, 1], [0, 0]])
+    # The issue's example: only row 0 carries tokens, its mean is 1.
+    assert aggregate(values, mask, "seq_mean_token_mean").item() == pytest.approx(1.0)
+    # Dr. GRPO: sum 2 over (1 row with tokens * max_len 4) = 0.5; token_mean: 2 / 2 tokens = 1.
+    assert aggregate(values, mask, "seq_mean_token_sum_norm", 4).item() == pytest.approx(0.5)
+    assert aggregate(values, mask, "token_mean").item() == pytest.approx(1.0)
+    assert loss_normalizer(mask, "seq_mean_token_mean").item() == 1.0
+    assert loss_normalizer(mask, "seq_mean_token_sum_norm", 4).item() == 4.0
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_appending_masked_rows_changes_no_aggregation(mode: str) -> None:
+    torch.manual_seed(0)
+    values = torch.randn(3, 5, dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]])
+    extra = torch.randn(2, 5, dtype=torch.float64) * 100
+    padded = aggregate(
+        torch.cat([values, extra]), torch.cat([mask, torch.zeros(2, 5, dtype=mask.dtype)]), mode, 5
+    )
+    assert padded.item() == pytest.approx(aggregate(values, mask, mode, 5).item(), rel=1e-12)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,27 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
         (lambda: LearnerConfig(zero_stage=4), r"learner\.zero_stage must be one of 0, 1, 2, 3; got 4"),
         (lambda: LearnerConfig(precision="fp8"), r"learner\.precision must be one of fp32, bf16"),
         (lambda: TaskConfig(template="alpaca"), r"task\.template must be one of r1zero, chat"),
+        (
+            lambda: TaskConfig(name="sudoku"),
+            r"task\.name must be one of countdown, arithmetic, gsm8k, math, reasoning_gym; got 'sudoku'",
+        ),
+        (
+            lambda: TaskConfig(format_kind="xml"),
+            r"task\.format_kind must be one of think_answer, answer_only",
+        ),
+        (
+            lambda: RolloutConfig(dtype="int8"),
+            r"rollout\.dtype must be one of float32, bfloat16, float16, auto",
+        ),
+        (lambda: AlgoConfig(kl_kind="k4"), r"algo\.kl_kind must be one of k1, k2, k3; got 'k4'"),
+        (
+            lambda: AlgoConfig(advantage_normalize="rank"),
+            r"algo\.advantage_normalize must be one of group, batch",
+        ),
+        (
+            lambda: LearnerConfig(lr_schedule="step"),
+            r"learner\.lr_schedule must be one of constant, cosine, linear",
+        ),
         (
             lambda: TaskConfig(fewshot=[["only a question"]]),
             r"task\.fewshot\[0\] must be a \[user, assistant\] pair",
@@ -67,6 +89,15 @@ def test_bad_override_from_the_command_line_is_reported() -> None:
         to_run_config(_compose("rollout.group_size=1"))
     with pytest.raises(Exception, match="nonexistent_field"):
         _compose("algo.nonexistent_field=3")
+
+
+def test_rollout_has_no_seed_of_its_own() -> None:
+    """Sampling seeds derive from the top-level seed (step s: seed * 1_000_003 + s); `rollout.seed` was never
+    read, so it is gone rather than silently ignored."""
+    assert "seed" not in {f.name for f in fields(RolloutConfig)}
+    with pytest.raises(Exception, match="seed"):
+        _compose("rollout.seed=3")
+    assert to_run_config(_compose("seed=3")).seed == 3
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))

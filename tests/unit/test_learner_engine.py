@@ -77,3 +77,17 @@ def test_adamw_is_fused_and_takes_the_textbook_first_step() -> None:
     optimizer.step()
     expected = before * (1 - 0.1 * 0.01) - 0.1 * grad / (grad.abs() + 1e-8)
     torch.testing.assert_close(param.detach(), expected, rtol=1e-9, atol=1e-12)
+
+
+def test_lr_schedules_registry_drives_lr_lambda(monkeypatch: pytest.MonkeyPatch) -> None:
+    """lr_lambda decays through LR_SCHEDULES (the list learner.lr_schedule is checked against): a schedule
+    added there works at once; an unknown name is an error instead of a silent linear decay."""
+    from r1zero.learner import engine
+
+    monkeypatch.setitem(engine.LR_SCHEDULES, "half", lambda p: 0.5)
+    # warmup 1 of 5 steps: step 0 warms up to 1/1 = 1.0, after that the schedule's 0.5 whatever the progress
+    assert [lr_lambda("half", 1, 5)(s) for s in range(3)] == [1.0, 0.5, 0.5]
+    with pytest.raises(
+        ValueError, match=r"learner\.lr_schedule must be one of constant, cosine, linear, half"
+    ):
+        lr_lambda("step", 0, 5)

@@ -50,9 +50,14 @@ def test_tokenize_prompts_rejects_an_over_long_prompt_by_index_and_length() -> N
 
 
 def test_sampling_settings_from_config_and_validation() -> None:
-    cfg = RolloutConfig(group_size=4, max_new_tokens=33, temperature=0.7, top_p=0.9, top_k=20)
+    cfg = RolloutConfig(group_size=4, max_new_tokens=33, temperature=0.7)
     s = SamplingSettings.from_config(cfg, seed=5)
-    assert (s.n, s.max_new_tokens, s.temperature, s.top_p, s.top_k, s.seed) == (4, 33, 0.7, 0.9, 20, 5)
+    assert (s.n, s.max_new_tokens, s.temperature, s.top_p, s.top_k, s.seed) == (4, 33, 0.7, 1.0, -1, 5)
+    # Training refuses truncated sampling: the learner scores the full tempered distribution (issue 12, item 3).
+    with pytest.raises(ValueError, match=r"rollout\.top_p=0\.9 is not supported for training"):
+        RolloutConfig(top_p=0.9)
+    with pytest.raises(ValueError, match=r"rollout\.top_k=20 is not supported for training"):
+        RolloutConfig(top_k=20)
     assert SamplingSettings(n=2, max_new_tokens=4, temperature=0.0).temperature == 0.0  # greedy (evaluation)
     with pytest.raises(ValueError, match="temperature"):
         SamplingSettings(n=2, max_new_tokens=4, temperature=-0.1)
@@ -96,3 +101,20 @@ def test_importing_rollout_imports_no_backend() -> None:
 
     code = "import sys, r1zero.rollout; assert not {'vllm', 'transformers', 'torch'} & set(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_rollout_dtypes_by_device() -> None:
+    """base.DTYPES holds names (so the config checks rollout.dtype without torch); torch_dtype resolves them."""
+    import torch
+
+    from r1zero.rollout.base import torch_dtype
+
+    assert [torch_dtype(name, "cpu") for name in ("float32", "bfloat16", "float16", "auto")] == [
+        torch.float32,
+        torch.bfloat16,
+        torch.float16,
+        torch.float32,  # auto on CPU: bf16 matmuls are slow and inexact there
+    ]
+    assert torch_dtype("auto", "cuda") == torch.bfloat16
+    with pytest.raises(ValueError, match=r"rollout\.dtype must be one of float32, bfloat16, float16, auto"):
+        torch_dtype("int8")

@@ -1,0 +1,262 @@
+"""One step's training samples: sample prompts, generate G completions each, score them, and (DAPO dynamic
+sampling) keep sampling until the batch holds B groups whose rewards differ.
+
+Every rank runs this with the same global batch (r1zero.dp): it generates its shard of the prompts, scores its
+own rows, and the scores are gathered so that advantages and metrics are exactly those of one process.
+Dynamic sampling gathers the completions themselves too: the B kept groups are split over the ranks afresh, so
+a rank may train on groups another rank generated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from r1zero import dp
+from r1zero.aha import aha_step_metrics
+from r1zero.algo import filter_zero_variance_groups, group_advantages, overlong_penalty
+from r1zero.config import RunConfig
+from r1zero.distributed import phase
+from r1zero.parts import PhaseTimer, PromptSampler, Scored, rollout_metrics, score_completions
+from r1zero.rollout.base import RolloutEngine, SamplingSettings, tokenize_prompts
+from r1zero.tasks.templates import build_prompts
+from r1zero.types import Completion, Example, Prompt
+
+log = logging.getLogger("r1zero")
+
+
+@dataclass
+class StepSamples:
+    """What the learner trains on this step, and what the logs show.
+
+    prompts [K]: the trained groups' prompts (each completion's prompt_index points here); K = B unless dynamic
+        sampling ran out of rounds. completions [K * G], scored, rewards [K * G] (final: overlong penalty
+        included), advantages [K * G], keep [K * G] (the loss rows): the whole step, on every rank.
+    own: this rank's rows of `completions`, with token ids and sampling logprobs; own_advantages, own_keep: theirs.
+        A rank left without groups (dynamic sampling found fewer than W) gets a copy of group 0 with no loss rows.
+    generated: what this rank's engine generated in the last round (the sync probe draws from it).
+    metrics: reward/*, rollout/* and aha/* over EVERY completion sampled this step, algo/* of the trained batch.
+    """
+
+    prompts: list[Prompt]
+    completions: list[Completion]
+    scored: Scored
+    rewards: torch.Tensor
+    advantages: torch.Tensor
+    keep: torch.Tensor
+    own: list[Completion]
+    own_advantages: torch.Tensor
+    own_keep: torch.Tensor
+    generated: list[Completion]
+    metrics: dict[str, float]
+
+
+@dataclass
+class Sampled:
+    """One round's prompts [B] and their completions [B * G] (global, prompt-major), scores and final rewards."""
+
+    prompts: list[Prompt]
+    completions: list[Completion]
+    scored: Scored
+    rewards: list[float]
+
+
+def select_rows(scored: Scored, rows: list[int]) -> Scored:
+    """The rows `rows` of a Scored. Example: totals [1, 0, 1], rows [2, 0] -> totals [1, 1]."""
+    return Scored(
+        [scored.texts[i] for i in rows],
+        [scored.totals[i] for i in rows],
+        {name: [values[i] for i in rows] for name, values in scored.components.items()},
+    )
+
+
+def concat(parts: list[Sampled]) -> Sampled:
+    """Rounds -> one Sampled, prompt indices renumbered to point into the concatenated prompts."""
+    prompts: list[Prompt] = []
+    completions: list[Completion] = []
+    rows: list[Scored] = []
+    rewards: list[float] = []
+    for part in parts:
+        offset = len(prompts)
+        prompts += part.prompts
+        completions += [
+            dataclasses.replace(c, prompt_index=c.prompt_index + offset) for c in part.completions
+        ]
+        rows.append(part.scored)
+        rewards += part.rewards
+    components: dict[str, list[float]] = {}
+    for s in rows:
+        for name, values in s.components.items():
+            components.setdefault(name, []).extend(values)
+    scored = Scored([t for s in rows for t in s.texts], [t for s in rows for t in s.totals], components)
+    return Sampled(prompts, completions, scored, rewards)
+
+
+def keep_varied_groups(sampled: Sampled, group_size: int) -> Sampled:
+    """Only the groups whose final rewards are not all equal (the ones that carry a gradient), renumbered.
+    Example: rewards [1, 1, 0, 1], G = 2 -> the second group alone."""
+    keep, _ = filter_zero_variance_groups(torch.tensor(sampled.rewards), group_size)  # [N] bool
+    groups = [g for g in range(len(sampled.prompts)) if bool(keep[g * group_size])]
+    rows = [g * group_size + j for g in groups for j in range(group_size)]
+    completions = [
+        dataclasses.replace(sampled.completions[r], prompt_index=new)
+        for new, g in enumerate(groups)
+        for r in range(g * group_size, (g + 1) * group_size)
+    ]
+    return Sampled(
+        [sampled.prompts[g] for g in groups],
+        completions,
+        select_rows(sampled.scored, rows),
+        [sampled.rewards[r] for r in rows],
+    )
+
+
+def first_groups(sampled: Sampled, count: int, group_size: int) -> Sampled:
+    """The first `count` groups (DAPO keeps the first B varied groups and drops the surplus)."""
+    rows = list(range(min(count, len(sampled.prompts)) * group_size))
+    return Sampled(
+        sampled.prompts[:count], sampled.completions[: len(rows)], select_rows(sampled.scored, rows),
+        sampled.rewards[: len(rows)],
+    )  # fmt: skip
+
+
+def zero_std_fraction(rewards: list[float], group_size: int) -> float:
+    """Fraction of groups whose rewards are all equal. Example: [1, 1, 0, 1], G = 2 -> 0.5."""
+    groups = [rewards[i : i + group_size] for i in range(0, len(rewards), group_size)]
+    return sum(max(g) == min(g) for g in groups) / len(groups) if groups else 0.0
+
+
+class Collector:
+    """Draws prompts from the sampler and turns them into one step's `StepSamples` (see the module doc)."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        engine: RolloutEngine,
+        sampler: PromptSampler,
+        examples: list[Example],
+        tokenizer: Any,
+        shard: dp.Shard,
+    ) -> None:
+        self.cfg, self.engine, self.sampler, self.examples = cfg, engine, sampler, examples
+        self.tokenizer, self.shard = tokenizer, shard
+
+    def _round(
+        self, step: int, round_index: int, timer: PhaseTimer
+    ) -> tuple[Sampled, list[Completion], list[Completion]]:
+        """Sample B prompts and generate, score and gather them: (the round, this rank's own rows [N / W] with
+        token ids, what this rank generated). Time goes to the timer's "rollout" and "reward" phases."""
+        cfg, B, G = self.cfg, self.cfg.rollout.prompts_per_step, self.cfg.rollout.group_size
+        (own_lo, own_hi), (gen_lo, gen_hi) = self.shard.own(B), self.shard.generated(B)
+        with timer("rollout"), phase("rollout", step):
+            prompts = build_prompts(
+                [self.examples[i] for i in self.sampler.next(B)], cfg.task, self.tokenizer
+            )
+            tokenize_prompts(
+                self.tokenizer, prompts, cfg.rollout.max_prompt_tokens
+            )  # fail early on long prompts
+            # Prompt i of round r gets the same seed whichever rank samples it (round 0: i's own index).
+            sampling = SamplingSettings.from_config(
+                cfg.rollout, seed=cfg.seed * 1_000_003 + step, index_offset=round_index * B + gen_lo
+            )
+            generated = dp.with_prompt_offset(self.engine.generate(prompts[gen_lo:gen_hi], sampling), gen_lo)
+            own = generated[(own_lo - gen_lo) * G : (own_hi - gen_lo) * G]  # [N / W]
+        with timer("reward"), phase("reward", step):
+            return self._score(prompts, own, generated)
+
+    def _score(
+        self, prompts: list[Prompt], own: list[Completion], generated: list[Completion]
+    ) -> tuple[Sampled, list[Completion], list[Completion]]:
+        cfg = self.cfg
+        scored = score_completions(cfg.task, prompts, own)
+        rewards = torch.tensor(scored.totals, dtype=torch.float32)  # [N / W]
+        if cfg.algo.overlong_buffer > 0:
+            lengths = torch.tensor([len(c.token_ids) for c in own])  # [N / W]
+            rewards = rewards + overlong_penalty(
+                lengths, cfg.rollout.max_new_tokens, cfg.algo.overlong_buffer, cfg.algo.overlong_penalty
+            )  # [N / W]
+        # Dynamic sampling may train a rank on rows another rank generated: then gather the token ids too.
+        completions, all_scored, all_rewards = dp.gather_step(
+            own, scored, rewards.tolist(), light=not cfg.algo.dynamic_sampling
+        )
+        return Sampled(prompts, completions, all_scored, all_rewards), own, generated
+
+    def collect(self, step: int, timer: PhaseTimer) -> StepSamples:
+        cfg, B, G = self.cfg, self.cfg.rollout.prompts_per_step, self.cfg.rollout.group_size
+        rounds = 1 + (cfg.algo.max_sampling_rounds if cfg.algo.dynamic_sampling else 0)
+        seen: list[Sampled] = []
+        pool: list[Sampled] = []
+        for round_index in range(rounds):
+            sampled, own, generated = self._round(step, round_index, timer)
+            seen.append(sampled)
+            if not cfg.algo.dynamic_sampling:
+                break
+            pool.append(keep_varied_groups(sampled, G))
+            if sum(len(p.prompts) for p in pool) >= B:
+                break
+        everything = concat(seen)
+        if cfg.algo.dynamic_sampling:
+            batch = first_groups(concat(pool), B, G)
+            own, own_rows = self._own_rows(batch)
+            if len(batch.prompts) < B:
+                log.warning(
+                    "step %d: dynamic sampling found %d of %d groups with varied rewards in %d rounds "
+                    "(algo.max_sampling_rounds=%d); training on those", step, len(batch.prompts), B, rounds,
+                    cfg.algo.max_sampling_rounds,
+                )  # fmt: skip
+        else:
+            batch = everything
+            own_lo, own_hi = self.shard.own(B)
+            own_rows = slice(own_lo * G, own_hi * G)
+        rewards = torch.tensor(batch.rewards, dtype=torch.float32)  # [K * G]
+        advantages = group_advantages(rewards, G, normalize=cfg.algo.advantage_normalize)  # [K * G]
+        keep = torch.ones(len(batch.completions), dtype=torch.bool)  # [K * G]
+        if cfg.algo.mask_truncated:
+            keep &= torch.tensor([not c.truncated for c in batch.completions], dtype=torch.bool)
+        own_advantages, own_keep = advantages[own_rows], keep[own_rows]
+        if not own:  # fewer kept groups than ranks: this rank joins the step with a masked copy of group 0
+            own = batch.completions[:G]
+            own_advantages, own_keep = torch.zeros(len(own)), torch.zeros(len(own), dtype=torch.bool)
+        metrics = self._metrics(everything, batch, advantages, keep, len(seen))
+        return StepSamples(
+            batch.prompts, batch.completions, batch.scored, rewards, advantages, keep, own, own_advantages,
+            own_keep, generated, metrics,
+        )  # fmt: skip
+
+    def _own_rows(self, batch: Sampled) -> tuple[list[Completion], slice]:
+        """This rank's share of the K kept groups (whole groups: K // W, the first K % W ranks one more)."""
+        G, world, rank = self.cfg.rollout.group_size, self.shard.world, self.shard.rank
+        groups = len(batch.prompts)
+        lo, hi = rank * groups // world, (rank + 1) * groups // world
+        return batch.completions[lo * G : hi * G], slice(lo * G, hi * G)
+
+    def _metrics(
+        self, everything: Sampled, batch: Sampled, advantages: torch.Tensor, keep: torch.Tensor, rounds: int
+    ) -> dict[str, float]:
+        G = self.cfg.rollout.group_size
+        metrics = rollout_metrics(everything.completions, everything.scored, G)
+        metrics |= aha_step_metrics(
+            everything.scored.texts,
+            [len(c.token_ids) for c in everything.completions],
+            everything.scored.components.get("correct", [0.0] * len(everything.completions)),
+            [c.truncated for c in everything.completions],
+        )
+        loss_rows = keep.bool()
+        metrics |= {
+            # over the rows that carry loss (the ones the advantages act on)
+            "algo/advantage_abs_mean": float(advantages[loss_rows].abs().mean())
+            if bool(loss_rows.any())
+            else 0.0,
+            "algo/loss_rows": float(loss_rows.sum()),
+            # groups whose FINAL rewards (overlong penalty included) are all equal: no gradient from them
+            "algo/zero_std_group_frac": zero_std_fraction(everything.rewards, G),
+            "algo/dropped_groups": float(len(everything.prompts) - len(batch.prompts)),
+            "algo/trained_groups": float(len(batch.prompts)),
+            "algo/prompts_sampled": float(len(everything.prompts)),
+            "algo/sampling_rounds": float(rounds),
+        }
+        return metrics
