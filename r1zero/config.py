@@ -294,15 +294,16 @@ class SyncConfig:
     verify_every: int = 10
     # Probe sequences used for verification.
     probe_size: int = 2
-    # Stop with an error when the max abs per-token logprob difference (probe or per-step check) exceeds this.
-    # None = by precision: 0.01 when rollout and learner are both fp32 (measured agreement ~1e-6), 1.0 otherwise
-    # (a bf16 side scatters single tokens: up to 0.62 nats per step on SmolLM2-135M).
+    # Stop with an error when the max abs per-token logprob difference exceeds this. None = by precision: 0.01
+    # when rollout and learner are both fp32 (measured agreement ~1e-6) for both checks; with a bf16 side 1.0 for
+    # the probe and none for the per-step check, whose mean limit decides: bf16 scatters single tokens with a long
+    # tail whose max grows with the tokens checked (1.09 nats at step 29 of the CPU default in bf16, 330 tokens).
     max_abs_logprob_diff: float | None = None
-    # Per-step check: also stop when the MEAN abs logprob difference over a rank's tokens of the step exceeds this.
+    # Per-step check: stop when the MEAN abs logprob difference over a rank's tokens of the step exceeds this.
     # None = by precision: none when both sides are fp32 (the max limit is tighter), 0.05 otherwise. bf16 rounding
-    # averages out (mean <= 0.022 per step on SmolLM2-135M with bf16 on both sides), while a broken sync moves
-    # many tokens at once (a stale tied lm_head one step after a push: 0.19-0.27 on tiny, max 0.45-0.62, which
-    # the max limit lets through). Measured distributions and margins: docs/sync_gap.md.
+    # averages out (mean <= 0.022 per step over SmolLM2-135M's 60 CPU-default steps, bf16 on both sides), while a
+    # broken sync moves many tokens at once (a stale tied lm_head one step after a push: 0.19-0.27 on tiny, max
+    # 0.45-0.62, which a max limit cannot tell from bf16's scatter). Measured distributions: docs/sync_gap.md.
     mean_abs_logprob_diff: float | None = None
 
     def __post_init__(self) -> None:
@@ -452,23 +453,24 @@ class RunConfig:
 
     @property
     def sync_threshold(self) -> float:
-        """sync.max_abs_logprob_diff, or its precision-based default (see SyncConfig): the max part of
-        `sync_limits`."""
+        """The probe's max limit: sync.max_abs_logprob_diff, or its precision-based default (see SyncConfig)."""
         if self.sync.max_abs_logprob_diff is not None:
             return self.sync.max_abs_logprob_diff
         return 0.01 if self._sync_fp32 else 1.0
 
     @property
     def sync_limits(self) -> GapLimits:
-        """The per-step check's limits (max and mean |logprob gap|; the probe takes the max alone,
-        `sync_threshold`): sync.max_abs_logprob_diff and sync.mean_abs_logprob_diff, or their precision-based
-        defaults (see SyncConfig)."""
+        """The per-step check's limits (max and mean |logprob gap|): sync.max_abs_logprob_diff and
+        sync.mean_abs_logprob_diff, or by precision (see SyncConfig): fp32 max 0.01 and no mean limit; with a
+        bf16 side no max limit and mean 0.05."""
         from r1zero.sync import GapLimits  # imported here: r1zero.sync imports this module
 
-        mean = self.sync.mean_abs_logprob_diff
-        if mean is None:
-            mean = float("inf") if self._sync_fp32 else 0.05
-        return GapLimits(self.sync_threshold, mean)
+        max_abs, mean_abs = self.sync.max_abs_logprob_diff, self.sync.mean_abs_logprob_diff
+        if max_abs is None:
+            max_abs = 0.01 if self._sync_fp32 else float("inf")
+        if mean_abs is None:
+            mean_abs = float("inf") if self._sync_fp32 else 0.05
+        return GapLimits(max_abs, mean_abs)
 
     @property
     def _sync_fp32(self) -> bool:

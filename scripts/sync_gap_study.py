@@ -131,14 +131,15 @@ def install_hooks(rec: Recorder, args: argparse.Namespace) -> None:
     import torch
 
     import r1zero.algo
+    import r1zero.collect
     import r1zero.rollout.base
     import r1zero.sync
     from r1zero.learner.learner import Learner
 
     orig_forward, orig_step = Learner._forward, Learner.train_step
 
-    def forward(self: Learner, model: Any, batch: Any, width: int) -> Any:
-        logprobs, entropy = orig_forward(self, model, batch, width)
+    def forward(self: Learner, model: Any, batch: Any, width: int, *args: Any, **kwargs: Any) -> Any:
+        logprobs, entropy = orig_forward(self, model, batch, width, *args, **kwargs)
         if rec.capture is not None and model is self.module:
             rec.capture.append((list(batch.rows), logprobs.detach().float().cpu()))
         return logprobs, entropy
@@ -208,6 +209,7 @@ def install_hooks(rec: Recorder, args: argparse.Namespace) -> None:
             return orig_adv(fake, group_size, **kwargs)
 
         r1zero.algo.group_advantages = group_advantages
+        r1zero.collect.group_advantages = group_advantages  # the loop's Collector imported it by name
 
     if args.case in ("lagged_param", "noisy_param"):
         install_param_fault(rec, args)

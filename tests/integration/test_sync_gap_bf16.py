@@ -5,8 +5,10 @@ and a correct sync trains for 12 steps (40 in the slow variant) at the same step
 The loop is the trainer's in small: sample G completions per prompt, one learner step on them (its first pass
 compares the learner's logprobs of the sampled tokens with the engine's), push the new weights. The rewards are
 seeded noise: the random-init tiny model earns none, and what matters here is that the weights move. The step
-size is chosen so that one step leaves a stale head ~0.2-0.3 nats off at worst (the size issue #12 reports),
-which the old bf16 default (a max limit of 1.0 alone) let through.
+size (Adam at lr 1e-2: ~1e-2 per weight per step) leaves a stale head, one step after the push, 0.45-0.62 nats
+off at worst and 0.19-0.27 on average (docs/sync_gap.md): a little above what issue #12 reports (0.2-0.33 at
+worst), which the old bf16 default (a max limit of 1.0 alone) let through. At the CPU default's lr 1e-5 the same
+fault stays inside bf16's own rounding scatter on this model for many steps: nothing could separate it then.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ pytest.importorskip("vllm")
 # Shared helpers (tests/ has no packages; pytest puts this folder on sys.path).
 from test_rollout_hf import chat_prompt
 
-LR = 1e-2  # Adam moves each weight by ~LR per step: a stale tied head is then 0.1-0.3 nats off after one
+LR = 1e-2  # Adam moves each weight by ~LR per step (see the module docstring)
 B, G, MAX_NEW = 4, 4, 32  # the CPU default's batch shape: 16 completions of up to 32 tokens
 
 

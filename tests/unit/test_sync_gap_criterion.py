@@ -14,9 +14,8 @@ from r1zero.learner.learner import Learner
 from r1zero.sync import GapLimits, SyncVerificationError, as_gap_limits, gap_violation
 
 BF16 = GapLimits(max_abs=1.0, mean_abs=0.03)  # hand-made limits for the hand-made gaps below
-BF16_DEFAULT = GapLimits(
-    max_abs=1.0, mean_abs=0.05
-)  # RunConfig.sync_limits with a bf16 side (docs/sync_gap.md)
+# RunConfig.sync_limits with a bf16 side (docs/sync_gap.md): the mean decides, no max limit.
+BF16_DEFAULT = GapLimits(max_abs=math.inf, mean_abs=0.05)
 
 
 def bf16_like_gaps() -> torch.Tensor:
@@ -48,8 +47,11 @@ def test_gap_violation_takes_the_bf16_scatter_and_catches_a_shift_of_every_token
 
 def test_gap_violation_docstring_examples_with_the_bf16_default() -> None:
     assert gap_violation(0.25, 0.006, BF16_DEFAULT) is None
+    assert gap_violation(1.09, 0.006, BF16_DEFAULT) is None
     assert gap_violation(0.45, 0.19, BF16_DEFAULT) == "mean 0.19 > 0.05 (max 0.45)"
-    assert gap_violation(1.5, 0.004, BF16_DEFAULT) == "max 1.5 > 1"
+    assert gap_violation(0.02, 0.001, GapLimits(0.01)) == "max 0.02 > 0.01"
+    # Without a max limit a NaN is still caught: it makes the mean NaN too.
+    assert gap_violation(float("nan"), float("nan"), BF16_DEFAULT) == "mean inf > 0.05 (max inf)"
 
 
 def test_gap_violation_edges_and_nan() -> None:
@@ -79,9 +81,13 @@ def test_sync_limits_defaults_by_precision_and_explicit_values_win() -> None:
     for dtype, precision in (("bfloat16", "fp32"), ("bfloat16", "bf16"), ("float32", "bf16")):
         limits = _run_config(dtype, precision).sync_limits
         assert limits == BF16_DEFAULT, (dtype, precision)
+    # The probe keeps its max limit (sync_threshold): 0.01 fp32, 1.0 with a bf16 side.
+    assert _run_config("float32", "fp32").sync_threshold == 0.01
+    assert _run_config("bfloat16", "bf16").sync_threshold == 1.0
     explicit = _run_config("bfloat16", "bf16", max_abs_logprob_diff=2.0, mean_abs_logprob_diff=0.1)
-    assert explicit.sync_limits == GapLimits(2.0, 0.1)
-    assert explicit.sync_threshold == 2.0  # the max part, as before
+    assert explicit.sync_limits == GapLimits(2.0, 0.1)  # an explicit max applies to both checks
+    assert explicit.sync_threshold == 2.0
+    assert _run_config("float32", "fp32", mean_abs_logprob_diff=1e-4).sync_limits == GapLimits(0.01, 1e-4)
     with pytest.raises(ValueError, match=r"sync\.mean_abs_logprob_diff must be > 0"):
         SyncConfig(mean_abs_logprob_diff=0.0)
 
