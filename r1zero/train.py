@@ -131,7 +131,7 @@ def train_step(session: Session, step: int, stop_requested: bool) -> bool:
                 samples.own_advantages,
                 rollout_logprobs=[c.logprobs or [] for c in samples.own],
                 loss_mask=samples.own_keep,
-                max_rollout_gap=cfg.sync_threshold if cfg.sync.check_step_logprobs else None,
+                max_rollout_gap=cfg.sync_limits if cfg.sync.check_step_logprobs else None,
             )
         engine.wake()
     with timer("sync"), phase("sync", step):

@@ -179,7 +179,7 @@ class Learner:
         *,
         rollout_logprobs: Sequence[Sequence[float]] | None = None,
         loss_mask: Tensor | None = None,
-        max_rollout_gap: float | None = None,
+        max_rollout_gap: float | tuple[float, float] | None = None,
     ) -> dict[str, float]:
         """One RL step (num_iterations optimizer steps) over N sequences with advantages [N].
 
@@ -188,10 +188,11 @@ class Learner:
         loss_mask: [N] bool, rows that take part in the loss; rows outside it are not forwarded at all and do
         not count in the normaliser (every aggregation, over all micro-batches and ranks).
         max_rollout_gap: the free sync check. The engine sampled these tokens with the weights the learner holds
-        before this step, so the first pass's logprobs must match the engine's; a max |gap| above this (over
-        all ranks) raises SyncVerificationError before the optimizer step, so samples from wrong weights never
-        update the policy (the run must stop then: this step's gradients are left accumulated). None: the gap is
-        only reported.
+        before this step, so the first pass's logprobs must match the engine's; a gap beyond the limits (a
+        `r1zero.sync.GapLimits` (max, mean) pair such as `RunConfig.sync_limits`, or a bare number limiting the
+        max alone), on any rank, raises SyncVerificationError before the optimizer step, so samples from wrong
+        weights never update the policy (the run must stop then: this step's gradients are left accumulated).
+        None: the gap is only reported.
         """
         start = time.perf_counter()
         algo = self.algo

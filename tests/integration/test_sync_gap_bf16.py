@@ -13,8 +13,11 @@ fault stays inside bf16's own rounding scatter on this model for many steps: not
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -157,3 +160,46 @@ def test_a_correct_bf16_sync_trains_40_steps_without_a_false_alarm(
     engine, tiny_model_path: str, precision: str
 ) -> None:
     _check_no_false_alarm(engine, tiny_model_path, precision, steps=40)
+
+
+def test_the_training_loop_stops_a_bf16_run_with_a_stale_tied_head_at_step_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real loop (r1zero.train.run) applies RunConfig.sync_limits: tiny in bf16 on both sides, the tied head
+    left stale on purpose, the CPU default's batch shape. The tiny model earns no reward, so a k1 KL term
+    supplies the gradient (Adam at lr 1e-2 moves every weight by ~1e-2, as above); step 1 samples from the
+    weights both sides loaded, its push leaves the head stale, and step 2 stops before its optimizer step."""
+    import r1zero.rollout.base
+    from r1zero.distributed import RankFailure
+    from r1zero.train import run
+
+    build = r1zero.rollout.base.build_engine
+    monkeypatch.setattr(
+        r1zero.rollout.base,
+        "build_engine",
+        lambda *args, **kwargs: build(*args, **kwargs, fix_tied_embeddings=False),
+    )
+    overrides = [
+        "model=tiny", "rollout.dtype=bfloat16", "learner.precision=bf16", f"learner.lr={LR}",
+        "algo.kl_coef=0.1", "algo.kl_kind=k1", "steps=4", "task.num_eval=4", "eval.at_start_and_end=false",
+        "checkpoint.every=0", "checkpoint.save_final_model=false", f"run_dir={tmp_path}",
+    ]  # fmt: skip
+    cfg = compose_run(overrides)
+    assert cfg.sync_limits == GapLimits(math.inf, 0.05)
+    with pytest.raises(RankFailure, match=r"in phase learner at step 2: .*by mean [\d.e-]+ > 0\.05"):
+        run(cfg)
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "reward/mean" in r] == [
+        1
+    ]  # step 1 passed: both sides loaded from disk
+
+
+def compose_run(overrides: list[str]) -> RunConfig:
+    from hydra import compose, initialize_config_dir
+
+    from r1zero.config import register_configs, to_run_config
+    from r1zero.train import CONF_DIR
+
+    register_configs()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        return to_run_config(compose("config", overrides=overrides))
