@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from r1zero.sync import GapLimits
 
 # A choice field's allowed values are the keys of the registry that implements them, so there is one list:
 # (section, field) -> (module, registry). The registries are read at validation time, never at import, so that
@@ -291,11 +294,17 @@ class SyncConfig:
     verify_every: int = 10
     # Probe sequences used for verification.
     probe_size: int = 2
-    # Stop with an error when the max abs per-token logprob difference (probe or per-step check) exceeds this.
-    # None = by precision: 0.01 when rollout and learner are both fp32 (measured agreement ~1e-6; a stale tied
-    # lm_head is off by 0.2+ nats after one step), 1.0 otherwise (bf16 rollout vs fp32 learner: mean ~2e-3, max
-    # ~1e-2 measured on tiny; 0.011-0.017 per step on the small preset).
+    # Stop with an error when the max abs per-token logprob difference exceeds this. None = by precision: 0.01
+    # when rollout and learner are both fp32 (measured agreement ~1e-6) for both checks; with a bf16 side 1.0 for
+    # the probe and none for the per-step check, whose mean limit decides: bf16 scatters single tokens with a long
+    # tail whose max grows with the tokens checked (1.09 nats at step 29 of the CPU default in bf16, 330 tokens).
     max_abs_logprob_diff: float | None = None
+    # Per-step check: stop when the MEAN abs logprob difference over a rank's tokens of the step exceeds this.
+    # None = by precision: none when both sides are fp32 (the max limit is tighter), 0.05 otherwise. bf16 rounding
+    # averages out (mean <= 0.022 per step over SmolLM2-135M's 60 CPU-default steps, bf16 on both sides), while a
+    # broken sync moves many tokens at once (a stale tied lm_head one step after a push: 0.19-0.27 on tiny, max
+    # 0.45-0.62, which a max limit cannot tell from bf16's scatter). Measured distributions: docs/sync_gap.md.
+    mean_abs_logprob_diff: float | None = None
 
     def __post_init__(self) -> None:
         _check(self.verify_every >= 1, f"sync.verify_every must be >= 1; got {self.verify_every}")
@@ -303,6 +312,10 @@ class SyncConfig:
         _check(
             self.max_abs_logprob_diff is None or self.max_abs_logprob_diff > 0,
             "sync.max_abs_logprob_diff must be > 0 (or null for the precision-based default)",
+        )
+        _check(
+            self.mean_abs_logprob_diff is None or self.mean_abs_logprob_diff > 0,
+            "sync.mean_abs_logprob_diff must be > 0 (or null for the precision-based default)",
         )
 
 
@@ -391,6 +404,8 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     # Several processes (torchrun / Slurm).
     dist: DistributedConfig = field(default_factory=DistributedConfig)
+    # Rates and device count for the cost/* metrics (what the run cost; r1zero.cost).
+    cost: CostConfig = field(default_factory=lambda: CostConfig())
     # Optimizer steps to run.
     steps: int = 20
     # The run's one seed: torch, task data generation and splits, the prompt order, and each step's rollout
@@ -438,11 +453,28 @@ class RunConfig:
 
     @property
     def sync_threshold(self) -> float:
-        """sync.max_abs_logprob_diff, or its precision-based default (see SyncConfig)."""
+        """The probe's max limit: sync.max_abs_logprob_diff, or its precision-based default (see SyncConfig)."""
         if self.sync.max_abs_logprob_diff is not None:
             return self.sync.max_abs_logprob_diff
-        fp32 = self.rollout.dtype == "float32" and self.learner.precision == "fp32"
-        return 0.01 if fp32 else 1.0
+        return 0.01 if self._sync_fp32 else 1.0
+
+    @property
+    def sync_limits(self) -> GapLimits:
+        """The per-step check's limits (max and mean |logprob gap|): sync.max_abs_logprob_diff and
+        sync.mean_abs_logprob_diff, or by precision (see SyncConfig): fp32 max 0.01 and no mean limit; with a
+        bf16 side no max limit and mean 0.05."""
+        from r1zero.sync import GapLimits  # imported here: r1zero.sync imports this module
+
+        max_abs, mean_abs = self.sync.max_abs_logprob_diff, self.sync.mean_abs_logprob_diff
+        if max_abs is None:
+            max_abs = 0.01 if self._sync_fp32 else float("inf")
+        if mean_abs is None:
+            mean_abs = float("inf") if self._sync_fp32 else 0.05
+        return GapLimits(max_abs, mean_abs)
+
+    @property
+    def _sync_fp32(self) -> bool:
+        return self.rollout.dtype == "float32" and self.learner.precision == "fp32"
 
     @property
     def completions_per_step(self) -> int:
@@ -466,3 +498,23 @@ def to_run_config(cfg: Any) -> RunConfig:
     obj = OmegaConf.to_object(structured)
     assert isinstance(obj, RunConfig)
     return obj
+
+
+@dataclass
+class CostConfig:
+    """Rates for the cost/* metrics (r1zero.cost): money = device-hours x rate."""
+
+    # USD per GPU-hour; $2 is the H800 rate DeepSeek's V3 report priced its 2.788M GPU-hours at.
+    usd_per_gpu_hour: float = 2.0
+    # USD per CPU core-hour: of the order of an on-demand cloud vCPU-hour (2025). Set your own.
+    usd_per_cpu_core_hour: float = 0.05
+    # Devices billed: 0 = detect (one GPU per process on GPU; the busy cores on CPU).
+    devices: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.usd_per_gpu_hour >= 0, f"cost.usd_per_gpu_hour must be >= 0; got {self.usd_per_gpu_hour}")
+        _check(
+            self.usd_per_cpu_core_hour >= 0,
+            f"cost.usd_per_cpu_core_hour must be >= 0; got {self.usd_per_cpu_core_hour}",
+        )
+        _check(self.devices >= 0, f"cost.devices must be >= 0 (0 = detect); got {self.devices}")

@@ -6,7 +6,8 @@
 Reads RUN_DIR/metrics.jsonl (rows {"step", "time", **metrics}) and RUN_DIR/samples.jsonl (rows {"step",
 "prompt", "completion", "answer", "reward", "correct", "length", "finish_reason"}). Writes one PNG per plot
 (reward and held-out accuracy, response length, reflection rate, entropy and KL, time per phase) and
-report.html with the plots embedded as base64 data URIs, the first step each reflection phrase appeared, the aha
+report.html with the plots embedded as base64 data URIs, what the run cost (`cost/*` from RUN_DIR/summary.json,
+else the last metrics row that has them), the first step each reflection phrase appeared, the aha
 candidates (`r1zero.aha.aha_candidates`) and a few sample completions from early, middle and late steps with the
 reflection words marked. A plot whose metrics are missing is skipped with a note. Model text is hostile input:
 everything from the files is HTML-escaped before any markup is added.
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from r1zero.aha import DEFAULT_LEXICON, aha_candidates, find_phrases, first_seen_from_history
+from r1zero.cost import deepseek_comparison, phase_rows
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,34 @@ def read_jsonl(path: Path) -> Rows:
         if isinstance(row, dict):
             rows.append(row)
     return rows
+
+
+def run_cost(run_dir: Path, rows: Rows) -> dict[str, float]:
+    """The run's cost/* figures: summary.json's "cost" (the whole run), else the last metrics row with cost/usd."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        summary = {}
+    if isinstance(summary, dict) and isinstance(summary.get("cost"), dict) and "cost/usd" in summary["cost"]:
+        return {k: float(v) for k, v in summary["cost"].items() if _is_finite_number(v)}
+    last = next((r for r in reversed(rows) if _is_finite_number(r.get("cost/usd"))), {})
+    return {k: float(v) for k, v in last.items() if k.startswith("cost/") and _is_finite_number(v)}
+
+
+def cost_html(cost: dict[str, float]) -> str:
+    """The "What it cost" section: per-phase device-hours and money, tokens, and DeepSeek's published figure."""
+    if "cost/usd" not in cost:
+        return "<h2>What it cost</h2><p class='note'>no cost/* figures in summary.json or metrics.jsonl</p>"
+    unit = "GPU-hours" if cost.get("cost/gpu", 0.0) >= 1 else "CPU core-hours"
+    rows = [(n, f"{h:.4g}", f"${u:.4g}", f"{share:.0%}") for n, h, u, share in phase_rows(cost)]
+    rows.append(("total", f"{cost['cost/device_hours']:.4g}", f"${cost['cost/usd']:.4g}", "100%"))
+    tokens = f"{cost.get('cost/tokens_generated', 0):,.0f} tokens generated, {cost.get('cost/tokens_trained', 0):,.0f} trained"
+    return (
+        f"<h2>What it cost</h2><p>{cost.get('cost/devices', 0):g} devices x {cost.get('cost/wall_s', 0):.0f} s "
+        f"at ${cost.get('cost/usd_per_device_hour', 0):g} per {unit[:-1]}; {escape(tokens)}.</p>"
+        + _table(["phase", unit, "USD", "share"], rows)
+        + f"<p>{escape(deepseek_comparison(cost))}</p>"
+    )
 
 
 def _is_finite_number(value: Any) -> bool:
@@ -296,6 +326,7 @@ SUMMARY_KEYS = (
     "aha/reflection_per_1k_tokens",
     "loss/entropy",
     "perf/step_s",
+    "cost/usd",
 )
 
 
@@ -323,13 +354,14 @@ _CSS = (
 def render_html(
     run_dir: Path, images: dict[str, bytes], notes: dict[str, str], first_seen: dict[str, int],
     candidates: Sequence[dict[str, Any]], picked: Sequence[tuple[str, dict[str, Any]]], rows: Rows,
-    window: int,
+    window: int, cost: dict[str, float] | None = None,
 ) -> str:  # fmt: skip
     """The page: plots (base64 data URIs), first-seen table, aha candidates, sample completions."""
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>r1zero report: {escape(run_dir.name)}</title>",
         f"<style>{_CSS}</style></head><body><h1>r1zero report: {escape(str(run_dir))}</h1>",
         summary_table(rows),
+        cost_html(cost or {}),
         "<h2>Plots</h2>",
     ]
     for name in PLOTS:
@@ -409,8 +441,9 @@ def make_report(run_dir: str | Path, out_dir: str | Path | None = None, *, windo
             images[name] = png
             (out / f"{name}.png").write_bytes(png)
     page = render_html(
-        run_dir, images, notes, first_seen_from_history(rows), candidates, pick_samples(samples), rows, window
-    )
+        run_dir, images, notes, first_seen_from_history(rows), candidates, pick_samples(samples), rows, window,
+        run_cost(run_dir, rows),
+    )  # fmt: skip
     path = out / "report.html"
     path.write_text(page, encoding="utf-8")
     return path

@@ -4,6 +4,8 @@ open (setup + resume), checkpoint, evaluate, finish. Heavy imports happen inside
 from __future__ import annotations
 
 import logging
+import os
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +37,26 @@ class Session:
     start_step: int = 0
     history: dict[str, Any] = field(default_factory=dict)
     first_seen: FirstSeenTracker = field(default_factory=FirstSeenTracker)
+    # What is billed (r1zero.cost): GPUs, or the CPU cores the run keeps busy.
+    gpu: bool = False
+    devices: int = 1
+    # Wall-clock mark for the run's cumulative wall time (history["wall_s"], kept across resumes).
+    mark: float = field(default_factory=time.time)
+
+    def add_wall_time(self) -> None:
+        now = time.time()
+        self.history["wall_s"] = self.history.get("wall_s", 0.0) + now - self.mark
+        self.mark = now
+
+    def cost(self) -> dict[str, float]:
+        """cost/* of the run so far (device-hours, tokens, money per phase; r1zero.cost)."""
+        from r1zero.cost import cost_from_totals
+
+        return cost_from_totals(
+            self.history.get("cost_totals", {}), gpu=self.gpu, devices=self.devices,
+            usd_per_gpu_hour=self.cfg.cost.usd_per_gpu_hour, usd_per_cpu_core_hour=self.cfg.cost.usd_per_cpu_core_hour,
+            wall_s=self.history.get("wall_s"),
+        )  # fmt: skip
 
     @property
     def eval_at_start_and_end(self) -> bool:
@@ -69,6 +91,7 @@ def _resume_point(cfg: RunConfig, run_dir: Path, rank: int, world: int) -> tuple
 def open_session(cfg: RunConfig, release: list[Callable[[], None]]) -> Session:
     """Processes, run directory, data, learner, rollout engine, loggers; then resume from the latest valid
     checkpoint in run_dir (model, optimizer, scheduler, RNG, data position, history, aha first-seen steps)."""
+    started = time.time()
     import torch
     from omegaconf import OmegaConf
     from transformers import AutoTokenizer
@@ -141,11 +164,15 @@ def open_session(cfg: RunConfig, release: list[Callable[[], None]]) -> Session:
         cfg.log, run_dir, asdict(cfg), rank=rank, run_id=wandb_id, resume_step=start_step if latest else -1,
         total_steps=cfg.steps,
     )  # fmt: skip
+    from r1zero.cost import devices_used
+
+    gpu = torch.cuda.is_available()
+    devices = cfg.cost.devices or devices_used(gpu, world, torch.get_num_threads(), os.cpu_count() or 1)
     return Session(
         cfg=cfg, rank=rank, world=world, shard=shard, run_dir=run_dir, model_path=model_path,
         eval_prompts=build_prompts(eval_examples, task, tokenizer), learner=learner, engine=engine,
         collector=Collector(cfg, engine, sampler, train_examples, tokenizer, shard), loggers=loggers,
-        start_step=start_step, history=history, first_seen=first_seen,
+        start_step=start_step, history=history, first_seen=first_seen, gpu=gpu, devices=devices, mark=started,
     )  # fmt: skip
 
 
@@ -201,8 +228,17 @@ def finish(session: Session, step: int) -> dict[str, Any]:
             with phase("checkpoint", step):
                 session.learner.save_pretrained(run_dir / "final_model", tokenizer_path=session.model_path)
             summary["final_model"] = str(run_dir / "final_model")
+    session.add_wall_time()
+    summary["cost"] = session.cost()  # the whole run: setup, evaluation and checkpoints count as "other"
     session.loggers.close()
     session.engine.close()
     if session.rank == 0:
         ckpt.atomic_write_json(run_dir / "summary.json", summary)
+        if "final_model" in summary:  # a Hugging Face model card beside the exported weights
+            from r1zero.model_card import write_model_card
+
+            try:
+                write_model_card(run_dir, run_dir / "final_model", summary=summary)
+            except Exception as err:  # the card is a convenience: never fail a finished run over it
+                log.warning("could not write the model card: %s", err)
     return summary

