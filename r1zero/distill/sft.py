@@ -9,7 +9,7 @@ metrics, resume from the latest checkpoint, and a Hugging Face folder that r1zer
 Writes run_dir/final_model (model + tokenizer), run_dir/metrics.jsonl (sft/* per logged step), run_dir/data.json
 (rows read, kept, skipped by reason), run_dir/checkpoints/checkpoint-N (resume: rerun the same command).
 `r1zero-eval model.name=RUN_DIR` and `r1zero-train model.name=RUN_DIR/final_model` take the result.
-trl is imported only inside functions (it is in the dev extra; users of r1zero-sft need it installed).
+trl is imported only inside functions (a dependency, but heavy: the other stages never import it).
 """
 
 from __future__ import annotations
@@ -68,6 +68,8 @@ class SftRunConfig:
     log: LogConfig = field(default_factory=LogConfig)
     seed: int = 0
     run_dir: str = "runs/sft/${model.name}-seed${seed}"
+    # The recipe's name (conf/experiment/distill/), recorded with the config in run_dir; metadata only.
+    experiment: str | None = None
 
     def __post_init__(self) -> None:
         checks = [
