@@ -10,6 +10,7 @@ this machine and what covers it. A command added to the README without an entry 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shlex
@@ -82,10 +83,8 @@ _INLINE_COMMAND = re.compile(r"^(bash scripts/train\.sh|\.venv/bin/r1zero-[a-z]+
 
 def _normalise(command: str) -> str:
     """Whitespace collapsed, quotes resolved as the shell does, the `.venv/bin/` of a console script dropped."""
-    try:
+    with contextlib.suppress(ValueError):
         command = " ".join(shlex.split(command)) if "$PWD" not in command else command
-    except ValueError:
-        pass
     return re.sub(r"(^|\s)\.venv/bin/(r1zero-)", r"\1\2", " ".join(command.split()))
 
 
@@ -112,7 +111,7 @@ def test_documented_commands_parser() -> None:
     readme = (
         "Run `bash scripts/train.sh` or `.venv/bin/r1zero-train` (`r1zero-eval` names the tool), then\n"
         "`r1zero-report runs/x`.\n```bash\n.venv/bin/r1zero-eval model.name=a \\\n    n=8   # comment\n"
-        "docker build -t r1zero:gpu .\nls\n```\n```\n$ .venv/bin/r1zero-export /tmp/r --chat \"Hi there\"\n"
+        'docker build -t r1zero:gpu .\nls\n```\n```\n$ .venv/bin/r1zero-export /tmp/r --chat "Hi there"\n'
         "/tmp/r/gguf/r-F16.gguf  F16\n```\n"
     )
     assert documented_commands(readme) == {
