@@ -201,12 +201,15 @@ def build_model_card(
         )
     else:
         rows.append(("held-out accuracy", "not measured in this run (eval.at_start_and_end / eval.every)"))
-    first, last = summary.get("history", {}).get("first", {}), summary.get("history", {}).get("last", {})
+    history = summary.get("history", {})
+    first, last = history.get("first", {}), history.get("last", {})
     if "reward/mean" in first and "reward/mean" in last:
+        k = history.get("reward_window", 1)
+        ends = ("first step", "last step") if k == 1 else (f"first {k} steps", f"last {k} steps")
         rows.append(
             (
                 "train reward",
-                f"{first['reward/mean']:.3f} (first step) -> {last['reward/mean']:.3f} (last step)",
+                f"{first['reward/mean']:.3f} ({ends[0]}) -> {last['reward/mean']:.3f} ({ends[1]})",
             )
         )
     cost = summary.get("cost") or {}

@@ -163,9 +163,7 @@ def train_step(session: Session, step: int, stop_requested: bool) -> bool:
     )  # fmt: skip
     session.add_wall_time()
     metrics |= session.cost()
-    if step == 1:
-        history["first"] = {k: v for k, v in metrics.items() if k.startswith("reward/")}
-    history["last"] = {k: v for k, v in metrics.items() if k.startswith("reward/")}
+    reward_windows(history, {k: v for k, v in metrics.items() if k.startswith("reward/")})
     if session.eval_due(step):
         with phase("eval", step):
             metrics |= evaluate(session, step)
@@ -176,15 +174,42 @@ def train_step(session: Session, step: int, stop_requested: bool) -> bool:
     return stop_now
 
 
+REWARD_WINDOW = 10  # steps averaged at each end of a run for its "first -> last" train reward
+
+
+def reward_windows(history: dict[str, Any], row: dict[str, float], window: int = REWARD_WINDOW) -> None:
+    """Fold one step's reward/* metrics into history: "first" = the mean over the run's first `window` steps,
+    "last" = the mean over its latest `window` steps ("first_steps" / "last_steps" keep the rows; they are saved
+    with the checkpoint, so a resumed run keeps its windows). One step's batch is noisy (4 prompts on the CPU
+    default: its accuracy swings between 0 and 1), a window is not.
+
+    Example, window 2, steps with reward/mean 0, 1, 0.5: first = 0.5 (steps 1-2), last = 0.75 (steps 2-3).
+    """
+    first, last = history.setdefault("first_steps", []), history.setdefault("last_steps", [])
+    if len(first) < window:
+        first.append(row)
+    last.append(row)
+    del last[:-window]
+    history["first"], history["last"] = _mean_rows(first), _mean_rows(last)
+    history["reward_window"] = window
+
+
+def _mean_rows(rows: list[dict[str, float]]) -> dict[str, float]:
+    keys = {k for row in rows for k in row}
+    return {k: sum(r[k] for r in rows if k in r) / sum(k in r for r in rows) for k in sorted(keys)}
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """The closing lines of a run: start vs end reward and held-out accuracy, where things are."""
     history = summary.get("history", {})
     first, last = history.get("first", {}), history.get("last", {})
     lines = [f"run finished: {summary['steps_done']} steps, run directory {summary['run_dir']}"]
     if first and last:
+        k = history.get("reward_window", 1)
         lines.append(
             f"  train reward  {first.get('reward/mean', 0):.3f} -> {last.get('reward/mean', 0):.3f}   "
-            f"accuracy {first.get('reward/accuracy', 0):.3f} -> {last.get('reward/accuracy', 0):.3f}"
+            f"accuracy {first.get('reward/accuracy', 0):.3f} -> {last.get('reward/accuracy', 0):.3f}   "
+            f"(means of the first and the last {k} steps)"
         )
     evals = history.get("eval", [])
     if len(evals) >= 2:

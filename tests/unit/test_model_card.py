@@ -136,3 +136,28 @@ def test_fence_and_reproduce() -> None:
         reproduce_command({"steps": 5, "model": {"name": "tiny"}}, None)
         == "r1zero-train model.name=tiny seed=0 steps=5"
     )
+
+
+def test_train_reward_windows_average_each_end_of_the_run() -> None:
+    """Hand-computed: window 2 over steps with reward/mean 0, 1, 0.5, 0.25 and reward/accuracy 0, 1, 1, 0."""
+    from r1zero.train import format_summary, reward_windows
+
+    history: dict = {}
+    for mean, acc in ((0.0, 0.0), (1.0, 1.0), (0.5, 1.0), (0.25, 0.0)):
+        reward_windows(history, {"reward/mean": mean, "reward/accuracy": acc}, window=2)
+    assert history["first"] == {"reward/accuracy": 0.5, "reward/mean": 0.5}  # steps 1-2
+    assert history["last"] == {"reward/accuracy": 0.5, "reward/mean": 0.375}  # steps 3-4
+    summary = {"run_dir": "/r", "steps_done": 4, "history": history}
+    assert (
+        "train reward  0.500 -> 0.375   accuracy 0.500 -> 0.500   (means of the first and the last 2 steps)"
+        in (format_summary(summary))
+    )
+
+
+def test_card_names_the_reward_windows(tmp_path: Path) -> None:
+    run = _run_dir(tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    summary["history"]["reward_window"] = 10
+    (run / "summary.json").write_text(json.dumps(summary))
+    card = build_model_card(run, gguf_files=[], chat_template=None)
+    assert "| train reward | 0.250 (first 10 steps) -> 0.575 (last 10 steps) |" in card
