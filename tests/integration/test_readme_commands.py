@@ -39,6 +39,12 @@ COVERAGE: dict[str, str] = {
     # scripts/train.sh is setup + `exec .venv/bin/r1zero-train "$@"` (checked in that test).
     "r1zero-train": "test_train_sh_cpu_default",
     "bash scripts/train.sh model=tiny task=countdown steps=5": "test_train_sh_tiny_countdown",
+    "bash scripts/test.sh": "the test command itself: .ci/run runs exactly it, this file included",
+    "R1ZERO_EXTRAS=gpu,dev bash scripts/setup.sh": (
+        NOT_HERE
+        + "the GPU stack (vllm with CUDA torch); setup.sh's layers: test_setup_isolation.py, the GPU "
+        "extra's vLLM API: tests/unit/test_vllm_api.py"
+    ),
     "r1zero-report runs/cpu_s0": "test_report_and_eval_of_the_run",
     "r1zero-report runs/arithmetic-smollm2-135m-seed0": "test_report_and_eval_of_the_run",
     "r1zero-eval model.name=runs/arithmetic-smollm2-135m-seed0 task=arithmetic_chat n=8 k=[1,4,8]": (
@@ -48,6 +54,26 @@ COVERAGE: dict[str, str] = {
     "r1zero-export runs/cpu_s0 --type q4_0 --chat What is 41 + 27?": "test_export_of_the_run",
     "r1zero-export RUN_DIR": "test_export_of_the_run",
     "r1zero-train -m hydra/launcher=local model=tiny steps=2 seed=0,1": "test_local_launcher_sweep",
+    "r1zero-sample experiment=distill/cpu_sample": "test_distill_chain",
+    "r1zero-sft experiment=distill/cpu_sft": "test_distill_chain",
+    "r1zero-eval model.name=runs/distill-cpu/sft task=arithmetic_chat temperature=0 n=1 k=[1] max_new_tokens=32": (
+        "test_distill_chain"
+    ),
+    "r1zero-train model.name=runs/distill-cpu/sft/final_model run_dir=runs/after-sft": "test_distill_chain",
+    "r1zero-sample model.name=runs/my-run task=countdown n=8 rules.max_per_prompt=2 out_dir=runs/sample/countdown": (
+        "test_distill_chain"
+    ),
+    "bash scripts/coldstart_cpu.sh": (
+        NOT_HERE
+        + "its stages, on SmolLM2 (~8 min: README's measured row); each stage runs in test_distill_chain"
+    ),
+    "bash scripts/distill_cpu_demo.sh /tmp/meas/new /tmp/distill 1": (
+        NOT_HERE + "the measured demo run (README table); each stage runs in test_distill_chain"
+    ),
+    "bash scripts/distill_cpu_demo.sh runs/arithmetic-smollm2-135m-seed0": (
+        NOT_HERE
+        + "its stages, on SmolLM2 (~12 min: README's measured table); each stage runs in test_distill_chain"
+    ),
     "r1zero-bench": "test_bench",
     "r1zero-bench --models small": "test_bench",
     "r1zero-train experiment=countdown_qwen2.5_3b": (
@@ -73,12 +99,10 @@ COVERAGE: dict[str, str] = {
         NOT_HERE + "no Docker engine; the image installs with scripts/setup.sh (test_setup_isolation.py)"
     ),
 }
-# Transcripts of real runs in the README ("$ " lines): the commands as they were run, with their own paths.
-TRANSCRIPT = "a transcript of a real run; the same commands run in "
 
 
-_INVOKES = re.compile(r"r1zero-[a-z]+|r1zero\.train|scripts/train\.sh|train\.sbatch")
-_INLINE_COMMAND = re.compile(r"^(bash scripts/train\.sh|\.venv/bin/r1zero-[a-z]+|r1zero-[a-z]+ \S)")
+_INVOKES = re.compile(r"r1zero-[a-z]+|r1zero\.train|scripts/[a-z_]+\.sh|train\.sbatch")
+_INLINE_COMMAND = re.compile(r"^(bash scripts/[a-z_]+\.sh|\.venv/bin/r1zero-[a-z]+|r1zero-[a-z]+ \S)")
 
 
 def _normalise(command: str) -> str:
@@ -98,6 +122,8 @@ def documented_commands(readme: str) -> dict[str, bool]:
         for line in block.replace("\\\n", " ").splitlines():
             transcript = line.startswith("$ ")
             command = line.removeprefix("$ ").split(" #")[0].strip()
+            if command.startswith("#"):
+                continue
             if _INVOKES.search(command) and not command.startswith(("docker build", "/")):
                 found[_normalise(command)] = transcript
     prose = re.sub(r"```.*?```", "", readme, flags=re.S)
@@ -126,7 +152,7 @@ def test_every_readme_command_is_accounted_for() -> None:
     assert commands - COVERAGE.keys() == set(), "README commands without a test or a reason in COVERAGE"
     assert COVERAGE.keys() - commands == set(), "COVERAGE lists commands the README no longer shows"
     tests = {name for name in globals() if name.startswith("test_")}
-    assert {v for v in COVERAGE.values() if not v.startswith(NOT_HERE)} <= tests
+    assert {v for v in COVERAGE.values() if not v.startswith((NOT_HERE, "the test command"))} <= tests
     # Each transcript command is one of the documented tools, run by a test here with other paths.
     for command in (c for c, transcript in documented.items() if transcript):
         tool = command.split()[0]
@@ -248,6 +274,51 @@ def test_local_launcher_sweep(tmp_path: Path) -> None:
     for job in ("0", "1"):  # one run directory per job: the sweep folder's job number
         rows = _metrics(sweep / job)
         assert [r["rollout/num_completions"] for r in rows if "rollout/num_completions" in r] == [64]
+
+
+# Every rejection rule off: the random-init tiny model is never right, and the chain needs rows to train on.
+KEEP_ALL = (
+    "rules.require_correct=false", "rules.require_format=false", "rules.dedupe=false", "rules.drop_truncated=false"
+)  # fmt: skip
+
+
+def test_distill_chain(cpu_run: Path, tmp_path: Path) -> None:
+    """The README's distillation commands on the tiny CPU default run as the teacher: sample (16 problems x 8
+    samples: 128 seeded requests of ~80 prompt tokens, beyond one vLLM pass), SFT 2 steps of the tiny student,
+    eval of the SFT run, RL from its final_model; and the free-form sample command on countdown."""
+    out = {"runs/distill-cpu": tmp_path / "distill-cpu", "runs/after-sft": tmp_path / "after-sft"}
+    teacher = f"model.name={cpu_run}"
+    sample = _command(
+        "r1zero-sample experiment=distill/cpu_sample", teacher, "num_problems=16", "n=8", *KEEP_ALL
+    )
+    _run([*sample, f"out_dir={out['runs/distill-cpu']}/sample"], tmp_path / "sample.log")
+    summary = json.loads((out["runs/distill-cpu"] / "sample" / "summary.json").read_text())
+    assert (summary["candidates"], summary["kept"]) == (128, 16)  # rules.max_per_prompt=1, 16 problems
+    sft = _command("r1zero-sft experiment=distill/cpu_sft", "model.name=tiny", "steps=2", "batch_size=4")
+    _run(
+        [
+            *sft,
+            f"data_path={out['runs/distill-cpu']}/sample/train.jsonl",
+            f"run_dir={out['runs/distill-cpu']}/sft",
+        ],
+        tmp_path / "sft.log",
+    )
+    assert (out["runs/distill-cpu"] / "sft" / "final_model" / "config.json").exists()
+    readme = "r1zero-eval model.name=runs/distill-cpu/sft task=arithmetic_chat temperature=0 n=1 k=[1] max_new_tokens=32"
+    _run(_command(readme, f"out_dir={tmp_path / 'eval'}", paths=out), tmp_path / "eval.log")
+    assert json.loads((tmp_path / "eval" / "results.json").read_text())["metrics"]["eval/num_problems"] == 64
+    readme = "r1zero-train model.name=runs/distill-cpu/sft/final_model run_dir=runs/after-sft"
+    _run(_command(readme, "steps=1", *BIG_BATCH, "task.num_eval=8", paths=out), tmp_path / "rl.log")
+    assert json.loads((out["runs/after-sft"] / "summary.json").read_text())["steps_done"] == 1
+    readme = "r1zero-sample model.name=runs/my-run task=countdown n=8 rules.max_per_prompt=2 out_dir=runs/sample/countdown"
+    paths = {"runs/my-run": cpu_run, "runs/sample/countdown": tmp_path / "countdown"}
+    _run(
+        _command(readme, "num_problems=4", "max_new_tokens=8", *KEEP_ALL, paths=paths),
+        tmp_path / "countdown.log",
+    )
+    assert (
+        json.loads((tmp_path / "countdown" / "summary.json").read_text())["kept"] == 8
+    )  # 2 of 8 per problem
 
 
 def test_bench(tmp_path: Path) -> None:

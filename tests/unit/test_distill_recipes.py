@@ -21,7 +21,9 @@ CHAINS = [  # (sampling recipe, SFT recipe)
 def sample_recipe(name: str, *overrides: str) -> sample.SampleRunConfig:
     sample.register_configs()
     with initialize_config_dir(config_dir=sample.CONF_DIR, version_base=None):
-        return sample.to_sample_config(compose("sample", overrides=[f"experiment=distill/{name}", *overrides]))
+        return sample.to_sample_config(
+            compose("sample", overrides=[f"experiment=distill/{name}", *overrides])
+        )
 
 
 def sft_recipe(name: str, *overrides: str) -> sft.SftRunConfig:
@@ -31,7 +33,9 @@ def sft_recipe(name: str, *overrides: str) -> sft.SftRunConfig:
 
 
 def test_every_recipe_belongs_to_a_chain() -> None:
-    assert sorted(p.stem for p in RECIPES.glob("*.yaml")) == sorted(name for chain in CHAINS for name in chain)
+    assert sorted(p.stem for p in RECIPES.glob("*.yaml")) == sorted(
+        name for chain in CHAINS for name in chain
+    )
 
 
 @pytest.mark.parametrize(("sampling", "training"), CHAINS)
