@@ -237,9 +237,7 @@ def run_sample(cfg: SampleRunConfig, engine: Any = None) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     from r1zero import distributed
-    from r1zero.checkpoint import atomic_write_json
     from r1zero.eval import resolve_eval_model
-    from r1zero.logging import to_json_value
     from r1zero.rollout.base import build_engine
     from r1zero.tasks.templates import build_prompts
 
@@ -271,11 +269,24 @@ def run_sample(cfg: SampleRunConfig, engine: Any = None) -> dict[str, Any]:
             prompts = build_prompts(problems[lo : lo + cfg.chunk_size], cfg.task, tokenizer)
             sample_chunk(cfg, engine, prompts, c, lo)
             log.info("chunk %d/%d done", c + 1, num_chunks)
+        return _finish(cfg, out_dir, num_chunks, held_out, model_path)
     finally:
-        if owned:
+        if (
+            owned
+        ):  # after the last barrier: closing a vLLM engine tears down torch.distributed's process group
             engine.close()
+
+
+def _finish(
+    cfg: SampleRunConfig, out_dir: Path, num_chunks: int, held_out: set[str], model_path: str
+) -> dict[str, Any]:
+    """Once every rank's chunks are written: rank 0 merges them into train.jsonl and summary.json."""
+    from r1zero import distributed
+    from r1zero.checkpoint import atomic_write_json
+    from r1zero.logging import to_json_value
+
     distributed.barrier()
-    if rank == 0:
+    if distributed.rank() == 0:
         summary = merge_chunks(out_dir, num_chunks, held_out) | {
             "model_path": model_path,
             "config": asdict(cfg),
