@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 from r1zero.env import setup_environment
 
@@ -40,3 +41,28 @@ def tiny_model_path() -> str:
 @pytest.fixture(autouse=True)
 def _no_wandb_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_MODE", os.environ.get("WANDB_MODE", "offline"))
+
+
+# Launcher variables an in-process run may leave behind (DeepSpeed's init writes RANK, WORLD_SIZE, LOCAL_RANK,
+# MASTER_ADDR/PORT into os.environ). A later test, or a command it starts, would then take itself for rank 0 of a
+# torchrun world: HF's Trainer tried an env:// rendezvous without MASTER_ADDR and failed.
+LAUNCHER_VARS = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "GROUP_RANK",
+)
+_LAUNCHER_ENV_AT_START = {name: os.environ.get(name) for name in LAUNCHER_VARS}
+
+
+@pytest.fixture(autouse=True)
+def _no_launcher_env_leaks() -> Iterator[None]:
+    yield
+    for name, value in _LAUNCHER_ENV_AT_START.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -183,7 +184,14 @@ def test_big_batch_is_more_than_one_pass(task: str) -> None:
 
 def _run(argv: list[str], log: Path, timeout: float = 900) -> str:
     """Run a README command from the repository root; fail with its output's tail if it fails."""
-    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+    from conftest import LAUNCHER_VARS
+
+    env = {
+        k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS
+    }  # a user's shell, not a torchrun rank
+    proc = subprocess.run(
+        argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
     log.write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         pytest.fail(f"{shlex.join(argv)} exited {proc.returncode}:\n{(proc.stdout + proc.stderr)[-4000:]}")
