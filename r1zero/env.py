@@ -37,6 +37,9 @@ def setup_environment() -> dict[str, str]:
         "WANDB_CACHE_DIR": str(cache / "wandb" / "cache"),
         "WANDB_DATA_DIR": str(cache / "wandb" / "data"),
         "WANDB_SILENT": "true",
+        # vLLM logs through Python's root logger (not its own console handler), so that r1zero.console can keep
+        # its noise off the console while the run's log file still gets every line.
+        "VLLM_CONFIGURE_LOGGING": "0",
     }
     if not has_cuda():
         defaults.update(

@@ -88,6 +88,15 @@ def _resume_point(cfg: RunConfig, run_dir: Path, rank: int, world: int) -> tuple
     return latest, meta
 
 
+def _warn_about_emulated_bf16(cfg: RunConfig, *, on_gpu: bool) -> None:
+    from r1zero.cpu import bf16_warning, cpu_flags
+
+    uses_bf16 = cfg.rollout.dtype == "bfloat16" or cfg.learner.precision == "bf16"
+    message = bf16_warning(cpu_flags(), uses_bf16=uses_bf16, on_gpu=on_gpu)
+    if message:
+        log.warning(message)
+
+
 def open_session(cfg: RunConfig, release: list[Callable[[], None]]) -> Session:
     """Processes, run directory, data, learner, rollout engine, loggers; then resume from the latest valid
     checkpoint in run_dir (model, optimizer, scheduler, RNG, data position, history, aha first-seen steps)."""
@@ -123,6 +132,7 @@ def open_session(cfg: RunConfig, release: list[Callable[[], None]]) -> Session:
     latest, meta = _resume_point(cfg, run_dir, rank, world)
     if rank == 0:
         ckpt.atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+        _warn_about_emulated_bf16(cfg, on_gpu=torch.cuda.is_available())
 
     model_path = resolve_model(cfg.model.name)
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cfg.model.trust_remote_code)
@@ -164,8 +174,10 @@ def open_session(cfg: RunConfig, release: list[Callable[[], None]]) -> Session:
         cfg.log, run_dir, asdict(cfg), rank=rank, run_id=wandb_id, resume_step=start_step if latest else -1,
         total_steps=cfg.steps,
     )  # fmt: skip
+    from r1zero.console import quiet_console
     from r1zero.cost import devices_used
 
+    quiet_console()  # again: DeepSpeed and vLLM installed their loggers while the learner and engine were built
     gpu = torch.cuda.is_available()
     devices = cfg.cost.devices or devices_used(gpu, world, torch.get_num_threads(), os.cpu_count() or 1)
     return Session(

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from r1zero.config import RunConfig, register_configs, to_run_config
+from r1zero.console import quiet_console
 from r1zero.env import setup_environment
 
 if TYPE_CHECKING:
@@ -205,7 +206,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     first, last = history.get("first", {}), history.get("last", {})
     lines = [f"run finished: {summary['steps_done']} steps, run directory {summary['run_dir']}"]
     if first and last:
-        k = history.get("reward_window", 1)
+        k = min(history.get("reward_window", 1), summary["steps_done"])
         lines.append(
             f"  train reward  {first.get('reward/mean', 0):.3f} -> {last.get('reward/mean', 0):.3f}   "
             f"accuracy {first.get('reward/accuracy', 0):.3f} -> {last.get('reward/accuracy', 0):.3f}   "
@@ -265,6 +266,7 @@ def main() -> None:
     def _entry(dict_cfg: Any) -> None:
         distributed.apply_launcher_env()  # again: a submitit job runs only this function, in its own process
         logging.getLogger("r1zero").setLevel(logging.INFO if distributed.rank() == 0 else logging.WARNING)
+        quiet_console()
         job_run_dir(dict_cfg)
         cfg = to_run_config(dict_cfg)
         started = time.time()

@@ -31,6 +31,7 @@ from typing import Any
 
 from r1zero.bench.report import NOISY, merge_rounds, render_report, summarize
 from r1zero.config import LearnerConfig
+from r1zero.cpu import cpu_flags, describe_vector_features, has_native_bf16
 
 __all__ = ["main"]
 
@@ -44,12 +45,19 @@ def _version(*names: str) -> str:
     return "-"
 
 
+def _has_gpu() -> bool:
+    from r1zero.env import has_cuda
+
+    return has_cuda()
+
+
 def environment() -> dict[str, Any]:
     """Where and with what the numbers were measured."""
     return {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
+        "vector_features": describe_vector_features(cpu_flags()),
         "python": platform.python_version(),
         "versions": {
             name: _version(*dists)
@@ -216,6 +224,8 @@ def main(argv: list[str] | None = None) -> None:
     columns = [(model, precision) for model in args.models for precision in args.precisions]
     for model, precision in columns:
         label = model if precision == "fp32" else f"{model} {precision}"
+        if precision == "bf16" and not _has_gpu() and not has_native_bf16(cpu_flags()):
+            label += "-emulated"  # this CPU has no bf16 arithmetic: the column says so (r1zero.cpu)
         overrides = [f"model={model}", f"cpu_threads={args.threads}", *PRECISIONS[precision], *args.override]
         name = label.replace(" ", "-")
         spec = {"overrides": overrides, "warmup": args.warmup, "reps": args.reps}

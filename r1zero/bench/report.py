@@ -185,7 +185,8 @@ def render_report(results: Mapping[str, Any]) -> str:
     targets = {t.key: t for t in TARGETS}
     met = summary.get("targets", {})
     lines = [
-        f"r1zero-bench {env.get('date', '')}: {env.get('cpus')} CPUs ({env.get('machine')}), "
+        f"r1zero-bench {env.get('date', '')}: {env.get('cpus')} CPUs ({env.get('machine')}; "
+        f"{env.get('vector_features', 'vector features not recorded')}), "
         + ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items()),
         f"load average at start {fmt(env.get('load_average_start', [NAN])[0])}, "
         f"at end {fmt(env.get('load_average_end', [NAN])[0])}",
