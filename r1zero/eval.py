@@ -325,6 +325,9 @@ def main() -> None:
     @hydra.main(version_base=None, config_path=CONF_DIR, config_name="eval")
     def _entry(dict_cfg: Any) -> None:
         logging.getLogger("r1zero").setLevel(logging.INFO)
+        from r1zero.console import quiet_console
+
+        quiet_console()
         run_eval(to_eval_config(dict_cfg))
 
     _entry()

@@ -329,6 +329,9 @@ def main() -> None:
     @hydra.main(version_base=None, config_path=CONF_DIR, config_name="sample")
     def _entry(dict_cfg: Any) -> None:
         logging.getLogger("r1zero").setLevel(logging.INFO if distributed.rank() == 0 else logging.WARNING)
+        from r1zero.console import quiet_console
+
+        quiet_console()
         run_sample(to_sample_config(dict_cfg))
 
     _entry()

@@ -364,6 +364,9 @@ def main() -> None:
     @hydra.main(version_base=None, config_path=CONF_DIR, config_name="sft")
     def _entry(dict_cfg: Any) -> None:
         logging.getLogger("r1zero").setLevel(logging.INFO if distributed.rank() == 0 else logging.WARNING)
+        from r1zero.console import quiet_console
+
+        quiet_console()
         run_sft(to_sft_config(dict_cfg))
 
     _entry()
