@@ -53,6 +53,11 @@ def setup_environment() -> dict[str, str]:
                 # threads stall whenever another process holds their core (steps went from ~10 s to 50-70 s
                 # on the 2-core machine under load; unpinned they degrade gracefully).
                 "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+                # OpenMP threads sleep, not spin, when a parallel region ends early for them. Spinning kept a
+                # core busy while the thread that shared the other core with another process finished last:
+                # beside one busy single-threaded process on 2 cores a step took 2.8x its time alone (22.8 vs
+                # 8.1 s); passive, 13.4 s, at ~4% alone (README "Performance": sharing the machine).
+                "OMP_WAIT_POLICY": "PASSIVE",
             }
         )
     applied = {}
