@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 from r1zero.env import setup_environment
 
@@ -43,9 +42,10 @@ def _no_wandb_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_MODE", os.environ.get("WANDB_MODE", "offline"))
 
 
-# Launcher variables an in-process run may leave behind (DeepSpeed's init writes RANK, WORLD_SIZE, LOCAL_RANK,
-# MASTER_ADDR/PORT into os.environ). A later test, or a command it starts, would then take itself for rank 0 of a
-# torchrun world: HF's Trainer tried an env:// rendezvous without MASTER_ADDR and failed.
+# Launcher variables an in-process run leaves behind: r1zero's single-process world sets LOCAL_RANK (DeepSpeed needs
+# it for the rest of the session) and DeepSpeed's init may add RANK, WORLD_SIZE, MASTER_*. HF's Trainer (r1zero-sft)
+# reads LOCAL_RANK as "launched by torchrun" and tries an env:// rendezvous: tests that run it in-process, or start
+# commands a user would type, take this fixture.
 LAUNCHER_VARS = (
     "RANK",
     "WORLD_SIZE",
@@ -55,14 +55,9 @@ LAUNCHER_VARS = (
     "MASTER_PORT",
     "GROUP_RANK",
 )
-_LAUNCHER_ENV_AT_START = {name: os.environ.get(name) for name in LAUNCHER_VARS}
 
 
-@pytest.fixture(autouse=True)
-def _no_launcher_env_leaks() -> Iterator[None]:
-    yield
-    for name, value in _LAUNCHER_ENV_AT_START.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+@pytest.fixture
+def clean_launcher_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in LAUNCHER_VARS:
+        monkeypatch.delenv(name, raising=False)

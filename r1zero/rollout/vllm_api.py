@@ -81,7 +81,8 @@ SAMPLING_KWARGS = (
 )  # fmt: skip
 # Set by rollout/vllm_engine.py (_import_vllm) and r1zero/env.py before vllm is imported.
 ENV_VARS = (
-    "VLLM_LOGGING_LEVEL", "VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_KVCACHE_SPACE", "VLLM_CPU_OMP_THREADS_BIND",
+    "VLLM_LOGGING_LEVEL", "VLLM_CONFIGURE_LOGGING", "VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_KVCACHE_SPACE",
+    "VLLM_CPU_OMP_THREADS_BIND",
 )  # fmt: skip
 # The worker class vLLM picks (the platform's default `worker_cls`): CUDA, CPU.
 WORKERS = ("vllm.v1.worker.gpu_worker.Worker", "vllm.v1.worker.cpu_worker.CPUWorker")

@@ -18,6 +18,9 @@ from r1zero.distill.sft import SftRunConfig, run_sft
 from r1zero.eval import EvalRunConfig, run_eval
 from r1zero.tasks.registry import load_examples
 
+# TRL's Trainer runs in this process: it must not take leftover launcher variables for a torchrun world.
+pytestmark = pytest.mark.usefixtures("clean_launcher_env")
+
 TASK = TaskConfig(name="arithmetic", num_train=8, num_eval=4)
 # A random-init model is never correct: keep everything it samples, so the set has exactly 8 x 2 rows.
 KEEP_ALL = RejectionRules(require_correct=False, require_format=False, drop_truncated=False, dedupe=False)

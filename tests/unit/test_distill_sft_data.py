@@ -10,6 +10,9 @@ import pytest
 
 from r1zero.distill.sft import SftRunConfig, build_trainer, latest_checkpoint, load_rows, row_problem
 
+# TRL's Trainer runs in this process: it must not take leftover launcher variables for a torchrun world.
+pytestmark = pytest.mark.usefixtures("clean_launcher_env")
+
 CHAT = {"prompt": [{"role": "user", "content": "Q"}], "completion": [{"role": "assistant", "content": "A"}]}
 
 
