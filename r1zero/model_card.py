@@ -157,6 +157,12 @@ def fence(text: str) -> str:
     return f"{ticks}text\n{text}\n{ticks}"
 
 
+def averaged_steps(history: dict[str, Any]) -> int:
+    """How many steps the run's "first" / "last" train reward each average (`r1zero.train.reward_windows` keeps
+    them in history["first_steps"]: min(window, steps run)); 1 for a summary written before the windows."""
+    return len(history.get("first_steps", [])) or 1
+
+
 def build_model_card(
     run_dir: str | Path,
     *,
@@ -204,7 +210,7 @@ def build_model_card(
     history = summary.get("history", {})
     first, last = history.get("first", {}), history.get("last", {})
     if "reward/mean" in first and "reward/mean" in last:
-        k = history.get("reward_window", 1)
+        k = averaged_steps(history)
         ends = ("first step", "last step") if k == 1 else (f"first {k} steps", f"last {k} steps")
         rows.append(
             (

@@ -192,7 +192,6 @@ def reward_windows(history: dict[str, Any], row: dict[str, float], window: int =
     last.append(row)
     del last[:-window]
     history["first"], history["last"] = _mean_rows(first), _mean_rows(last)
-    history["reward_window"] = window
 
 
 def _mean_rows(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -206,7 +205,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     first, last = history.get("first", {}), history.get("last", {})
     lines = [f"run finished: {summary['steps_done']} steps, run directory {summary['run_dir']}"]
     if first and last:
-        k = min(history.get("reward_window", 1), summary["steps_done"])
+        from r1zero.model_card import averaged_steps
+
+        k = averaged_steps(history)
         lines.append(
             f"  train reward  {first.get('reward/mean', 0):.3f} -> {last.get('reward/mean', 0):.3f}   "
             f"accuracy {first.get('reward/accuracy', 0):.3f} -> {last.get('reward/accuracy', 0):.3f}   "

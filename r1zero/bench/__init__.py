@@ -32,6 +32,7 @@ from typing import Any
 from r1zero.bench.report import NOISY, merge_rounds, render_report, summarize
 from r1zero.config import LearnerConfig
 from r1zero.cpu import cpu_flags, describe_vector_features, has_native_bf16
+from r1zero.env import has_cuda, setup_environment
 
 __all__ = ["main"]
 
@@ -43,12 +44,6 @@ def _version(*names: str) -> str:
         except metadata.PackageNotFoundError:
             continue
     return "-"
-
-
-def _has_gpu() -> bool:
-    from r1zero.env import has_cuda
-
-    return has_cuda()
 
 
 def environment() -> dict[str, Any]:
@@ -194,8 +189,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from r1zero.env import setup_environment
-
     setup_environment()
     args = parse_args(argv)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="r1zero-bench-"))
@@ -224,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     columns = [(model, precision) for model in args.models for precision in args.precisions]
     for model, precision in columns:
         label = model if precision == "fp32" else f"{model} {precision}"
-        if precision == "bf16" and not _has_gpu() and not has_native_bf16(cpu_flags()):
+        if precision == "bf16" and not has_cuda() and not has_native_bf16(cpu_flags()):
             label += "-emulated"  # this CPU has no bf16 arithmetic: the column says so (r1zero.cpu)
         overrides = [f"model={model}", f"cpu_threads={args.threads}", *PRECISIONS[precision], *args.override]
         name = label.replace(" ", "-")

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from conftest import LAUNCHER_VARS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,7 +45,7 @@ LOSS_REL, LOSS_ABS = 1e-4, 1e-7
 
 def child_env(**extra: str) -> dict[str, str]:
     """This environment minus any launcher variables (an in-process run may have set RANK=0 here), plus extra."""
-    drop = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "R1ZERO_FAULT", "GROUP_RANK")
+    drop = (*LAUNCHER_VARS, "R1ZERO_FAULT")
     env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith(("SLURM_", "SUBMITIT_"))}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.setdefault("VLLM_LOGGING_LEVEL", "ERROR")

@@ -157,7 +157,7 @@ def test_train_reward_windows_average_each_end_of_the_run() -> None:
 def test_card_names_the_reward_windows(tmp_path: Path) -> None:
     run = _run_dir(tmp_path)
     summary = json.loads((run / "summary.json").read_text())
-    summary["history"]["reward_window"] = 10
+    summary["history"]["first_steps"] = [{"reward/mean": 0.25}] * 10  # r1zero.train.reward_windows' 10 rows
     (run / "summary.json").write_text(json.dumps(summary))
     card = build_model_card(run, gguf_files=[], chat_template=None)
     assert "| train reward | 0.250 (first 10 steps) -> 0.575 (last 10 steps) |" in card
