@@ -124,14 +124,43 @@ def first_groups(sampled: Sampled, count: int, group_size: int) -> Sampled:
     )  # fmt: skip
 
 
+def policy_lag_metrics(versions: list[int], step: int) -> dict[str, float]:
+    """How many policy versions behind step `step`'s samples are: the learner holds version step - 1, so a
+    sample drawn with version v lags step - 1 - v (0 in colocated mode). Example: versions [2, 3], step 4 ->
+    mean 0.5, max 1."""
+    lags = [step - 1 - v for v in versions] or [0]
+    return {
+        "rollout/policy_version_lag": sum(lags) / len(lags),
+        "rollout/policy_version_lag_max": float(max(lags)),
+    }
+
+
 def zero_std_fraction(rewards: list[float], group_size: int) -> float:
     """Fraction of groups whose rewards are all equal. Example: [1, 1, 0, 1], G = 2 -> 0.5."""
     groups = [rewards[i : i + group_size] for i in range(0, len(rewards), group_size)]
     return sum(max(g) == min(g) for g in groups) / len(groups) if groups else 0.0
 
 
+@dataclass
+class Request:
+    """One round's generation, requested (maybe ahead of its step) and not yet collected: the sampler's example
+    indices [B], the prompts, their sampling settings, and the engine's ticket (None: generate on collection)."""
+
+    indices: list[int]
+    prompts: list[Prompt]
+    sampling: SamplingSettings
+    ticket: Any = None
+
+
 class Collector:
-    """Draws prompts from the sampler and turns them into one step's `StepSamples` (see the module doc)."""
+    """Draws prompts from the sampler and turns them into one step's `StepSamples` (see the module doc).
+
+    max_staleness k (disaggregated mode, an engine with `submit`/`fetch`: r1zero.roles.RemoteEngine): before the
+    learner trains step s, the first round of step s + k is requested, so the workers sample it while the
+    learner trains; its samples then come from weights at most k versions older than colocated mode's. k = 0:
+    every round is requested when its step needs it, exactly as colocated. Requests in flight are part of the
+    checkpoint (`pending_state`): a resumed run requests them again, so no prompt is skipped or repeated.
+    """
 
     def __init__(
         self,
@@ -141,32 +170,69 @@ class Collector:
         examples: list[Example],
         tokenizer: Any,
         shard: dp.Shard,
+        max_staleness: int = 0,
     ) -> None:
         self.cfg, self.engine, self.sampler, self.examples = cfg, engine, sampler, examples
-        self.tokenizer, self.shard = tokenizer, shard
+        self.tokenizer, self.shard, self.max_staleness = tokenizer, shard, max_staleness
+        self.pending: dict[int, Request] = {}  # step -> its first round, requested ahead
+
+    def _request(self, step: int, round_index: int, indices: list[int] | None = None) -> Request:
+        """Draw the round's prompts (unless given) and, on an engine that can, send them off now."""
+        cfg, B = self.cfg, self.cfg.rollout.prompts_per_step
+        gen_lo, gen_hi = self.shard.generated(B)
+        indices = self.sampler.next(B) if indices is None else indices
+        prompts = build_prompts([self.examples[i] for i in indices], cfg.task, self.tokenizer)
+        tokenize_prompts(self.tokenizer, prompts, cfg.rollout.max_prompt_tokens)  # fail early on long prompts
+        # Prompt i of round r gets the same seed whichever rank samples it (round 0: i's own index).
+        sampling = SamplingSettings.from_config(
+            cfg.rollout, seed=cfg.seed * 1_000_003 + step, index_offset=round_index * B + gen_lo
+        )
+        request = Request(indices, prompts, sampling)
+        submit = getattr(self.engine, "submit", None)
+        if submit is not None:
+            request.ticket = submit(
+                prompts[gen_lo:gen_hi], sampling, label=f"step {step} round {round_index}"
+            )
+        return request
+
+    def _generated(self, request: Request) -> list[Completion]:
+        gen_lo, gen_hi = self.shard.generated(self.cfg.rollout.prompts_per_step)
+        if request.ticket is not None:
+            completions = self.engine.fetch(request.ticket)  # type: ignore[attr-defined]
+        else:
+            completions = self.engine.generate(request.prompts[gen_lo:gen_hi], request.sampling)
+        return dp.with_prompt_offset(completions, gen_lo)
+
+    def queue_ahead(self, step: int) -> None:
+        """Request the first rounds of steps step + 1 .. step + max_staleness (those not requested yet)."""
+        for ahead in range(step + 1, min(step + self.max_staleness, self.cfg.steps) + 1):
+            if ahead not in self.pending:
+                self.pending[ahead] = self._request(ahead, 0)
+
+    def pending_state(self) -> dict[str, list[int]]:
+        """The requests in flight, for the checkpoint: step -> example indices."""
+        return {str(step): request.indices for step, request in sorted(self.pending.items())}
+
+    def load_pending(self, state: dict[str, list[int]]) -> None:
+        """A resumed run requests again what was in flight when its checkpoint was written (same prompts)."""
+        for step, indices in sorted((int(k), v) for k, v in state.items()):
+            self.pending[step] = self._request(step, 0, indices)
 
     def _round(
         self, step: int, round_index: int, timer: PhaseTimer
     ) -> tuple[Sampled, list[Completion], list[Completion]]:
-        """Sample B prompts and generate, score and gather them: (the round, this rank's own rows [N / W] with
-        token ids, what this rank generated). Time goes to the timer's "rollout" and "reward" phases."""
-        cfg, B, G = self.cfg, self.cfg.rollout.prompts_per_step, self.cfg.rollout.group_size
-        (own_lo, own_hi), (gen_lo, gen_hi) = self.shard.own(B), self.shard.generated(B)
+        """One round of B prompts (requested ahead or now) generated, scored and gathered: (the round, this rank's
+        own rows [N / W] with token ids, what this rank generated). Time goes to the timer's "rollout" (drawing
+        the prompts and waiting for the samples) and "reward" phases."""
+        B, G = self.cfg.rollout.prompts_per_step, self.cfg.rollout.group_size
+        (own_lo, own_hi), (gen_lo, _) = self.shard.own(B), self.shard.generated(B)
         with timer("rollout"), phase("rollout", step):
-            prompts = build_prompts(
-                [self.examples[i] for i in self.sampler.next(B)], cfg.task, self.tokenizer
-            )
-            tokenize_prompts(
-                self.tokenizer, prompts, cfg.rollout.max_prompt_tokens
-            )  # fail early on long prompts
-            # Prompt i of round r gets the same seed whichever rank samples it (round 0: i's own index).
-            sampling = SamplingSettings.from_config(
-                cfg.rollout, seed=cfg.seed * 1_000_003 + step, index_offset=round_index * B + gen_lo
-            )
-            generated = dp.with_prompt_offset(self.engine.generate(prompts[gen_lo:gen_hi], sampling), gen_lo)
+            request = self.pending.pop(step, None) if round_index == 0 else None
+            request = request or self._request(step, round_index)
+            generated = self._generated(request)
             own = generated[(own_lo - gen_lo) * G : (own_hi - gen_lo) * G]  # [N / W]
         with timer("reward"), phase("reward", step):
-            return self._score(prompts, own, generated)
+            return self._score(request.prompts, own, generated)
 
     def _score(
         self, prompts: list[Prompt], own: list[Completion], generated: list[Completion]
@@ -222,6 +288,8 @@ class Collector:
             own = batch.completions[:G]
             own_advantages, own_keep = torch.zeros(len(own)), torch.zeros(len(own), dtype=torch.bool)
         metrics = self._metrics(everything, batch, advantages, keep, len(seen))
+        metrics |= policy_lag_metrics([c.policy_version for c in everything.completions], step)
+        self.queue_ahead(step)  # the workers sample ahead while the learner trains this step
         return StepSamples(
             batch.prompts, batch.completions, batch.scored, rewards, advantages, keep, own, own_advantages,
             own_keep, generated, metrics,

@@ -382,6 +382,39 @@ class DistributedConfig:
         _check(self.timeout_s > 0, f"dist.timeout_s must be > 0; got {self.timeout_s}")
 
 
+# The truncated-IS cap disaggregated runs with max_staleness >= 1 use when algo.tis_cap is not set.
+OFF_POLICY_TIS_CAP = 2.0
+
+
+@dataclass
+class RolesConfig:
+    """Who does what among the launched processes (r1zero.roles).
+
+    colocated (default): every process samples with its own engine, then learns, then pushes weights (they
+    alternate). disaggregated: the launched processes split into `rollout_workers` rollout workers (vLLM engines,
+    tensor parallel allowed) and the rest learner ranks (DeepSpeed), which run at the same time: the workers
+    sample the next steps while the learner trains, at most `max_staleness` policy versions behind.
+    """
+
+    # "colocated" or "disaggregated".
+    mode: str = "colocated"
+    # Processes that only sample (disaggregated): the last `rollout_workers` ranks; the first ones learn.
+    rollout_workers: int = 1
+    # How many policy versions the learner's samples may lag (disaggregated): a step s batch is drawn with the
+    # weights of step s - 1 - lag, lag <= max_staleness. 0 = synchronous (samples what colocated mode samples);
+    # 1 overlaps the next step's generation with this step's training.
+    max_staleness: int = 1
+
+    def __post_init__(self) -> None:
+        _check_choice("roles", "mode", self.mode, ("colocated", "disaggregated"))
+        _check(self.rollout_workers >= 1, f"roles.rollout_workers must be >= 1; got {self.rollout_workers}")
+        _check(self.max_staleness >= 0, f"roles.max_staleness must be >= 0; got {self.max_staleness}")
+
+    @property
+    def disaggregated(self) -> bool:
+        return self.mode == "disaggregated"
+
+
 @dataclass
 class RunConfig:
     # The policy to train (conf/model/).
@@ -404,6 +437,8 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     # Several processes (torchrun / Slurm).
     dist: DistributedConfig = field(default_factory=DistributedConfig)
+    # Colocated processes, or rollout workers beside learner ranks (r1zero.roles).
+    roles: RolesConfig = field(default_factory=RolesConfig)
     # Rates and device count for the cost/* metrics (what the run cost; r1zero.cost).
     cost: CostConfig = field(default_factory=lambda: CostConfig())
     # Optimizer steps to run.
@@ -422,6 +457,10 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _check(self.steps >= 1, f"steps must be >= 1; got {self.steps}")
+        if self.roles.disaggregated and self.roles.max_staleness > 0 and self.algo.tis_cap is None:
+            # Samples up to max_staleness versions old: correct the off-policy gap with the rollout logprobs
+            # (truncated importance sampling) unless the user chose a cap.
+            self.algo.tis_cap = OFF_POLICY_TIS_CAP
         _check(
             self.algo.loss_aggregation != "seq_mean_token_sum_norm" or self.rollout.max_new_tokens >= 1,
             "algo.loss_aggregation=seq_mean_token_sum_norm needs rollout.max_new_tokens",

@@ -138,11 +138,13 @@ def is_initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def init_process_group(timeout_s: float = 1800.0, backend: str = "auto") -> None:
+def init_process_group(timeout_s: float = 1800.0, backend: str = "auto", store: Any = None) -> None:
     """Initialise torch.distributed once (idempotent); single-process runs get a loopback world of one.
 
     `timeout_s` bounds every collective: the default group's, and (by setting torch's default) those of the
     groups DeepSpeed and vLLM create afterwards without a timeout of their own (30 min otherwise).
+    `store`: rendezvous through this store with RANK / WORLD_SIZE as set in os.environ (r1zero.roles gives each
+    role its own world this way); None: the launcher's env:// rendezvous.
     """
     import torch
     import torch.distributed as dist
@@ -159,6 +161,9 @@ def init_process_group(timeout_s: float = 1800.0, backend: str = "auto") -> None
     c10d.default_pg_timeout = timeout  # read by new_group() when no timeout is passed
     if hasattr(c10d, "default_pg_nccl_timeout"):
         c10d.default_pg_nccl_timeout = timeout
+    if store is not None:
+        dist.init_process_group(backend, store=store, rank=rank(), world_size=world_size(), timeout=timeout)
+        return
     if "RANK" in os.environ:
         dist.init_process_group(backend=backend, timeout=timeout)
         return

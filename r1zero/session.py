@@ -97,9 +97,12 @@ def _warn_about_emulated_bf16(cfg: RunConfig, *, on_gpu: bool) -> None:
         log.warning(message)
 
 
-def open_session(cfg: RunConfig, release: list[Callable[[], None]]) -> Session:
+def open_session(
+    cfg: RunConfig, release: list[Callable[[], None]], role: Any = None, bridge: Any = None
+) -> Session:
     """Processes, run directory, data, learner, rollout engine, loggers; then resume from the latest valid
-    checkpoint in run_dir (model, optimizer, scheduler, RNG, data position, history, aha first-seen steps)."""
+    checkpoint in run_dir (model, optimizer, scheduler, RNG, data position, history, aha first-seen steps).
+    role, bridge: a learner rank of a disaggregated run (r1zero.roles.join_role): its engine is the workers."""
     started = time.time()
     import torch
     from omegaconf import OmegaConf
@@ -126,7 +129,8 @@ def open_session(cfg: RunConfig, release: list[Callable[[], None]]) -> Session:
     distributed.init_process_group(cfg.dist.timeout_s, cfg.dist.backend)
     rank, world = distributed.rank(), distributed.world_size()
     cfg.check_world_size(world)
-    shard = dp.current_shard(cfg.rollout.tensor_parallel_size if cfg.rollout.engine == "vllm" else 1)
+    colocated_vllm = cfg.rollout.engine == "vllm" and role is None
+    shard = dp.current_shard(cfg.rollout.tensor_parallel_size if colocated_vllm else 1)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     latest, meta = _resume_point(cfg, run_dir, rank, world)
@@ -152,13 +156,18 @@ def open_session(cfg: RunConfig, release: list[Callable[[], None]]) -> Session:
             model_path, cfg.learner, cfg.algo, total_steps=cfg.steps, max_response_len=cfg.rollout.max_new_tokens,
             temperature=cfg.rollout.temperature, trust_remote_code=cfg.model.trust_remote_code,
         )  # fmt: skip
-        engine = build_engine(
-            model_path, cfg.rollout, seed=cfg.seed, trust_remote_code=cfg.model.trust_remote_code
-        )
+        if role is None:
+            engine = build_engine(
+                model_path, cfg.rollout, seed=cfg.seed, trust_remote_code=cfg.model.trust_remote_code
+            )
+        else:
+            from r1zero.roles import RemoteEngine
+
+            engine = RemoteEngine(role, bridge, tokenizer)
         release.append(engine.close)
     sampler = PromptSampler(len(train_examples), seed=cfg.seed)  # the same global batches on every rank
 
-    start_step, wandb_id, history = 0, None, {}
+    start_step, wandb_id, history, pending = 0, None, {}, {}
     first_seen = FirstSeenTracker()
     if latest is not None and meta is not None:
         with phase("setup", meta["step"]):
@@ -168,6 +177,7 @@ def open_session(cfg: RunConfig, release: list[Callable[[], None]]) -> Session:
             sampler.load_state(extra["sampler"])
             start_step, wandb_id, history = meta["step"], extra.get("wandb_id"), extra.get("history", {})
             first_seen.load_state_dict(extra.get("first_seen", {}))
+            pending = extra.get("pending_rounds", {})
             push_weights(engine, learner.named_parameters_for_sync(), version=start_step)
         log.info("resumed from %s (step %d)", latest, start_step)
     loggers = build_loggers(
@@ -179,11 +189,17 @@ def open_session(cfg: RunConfig, release: list[Callable[[], None]]) -> Session:
 
     quiet_console()  # again: DeepSpeed and vLLM installed their loggers while the learner and engine were built
     gpu = torch.cuda.is_available()
-    devices = cfg.cost.devices or devices_used(gpu, world, torch.get_num_threads(), os.cpu_count() or 1)
+    processes = world if role is None else role.learners + role.workers
+    devices = cfg.cost.devices or devices_used(gpu, processes, torch.get_num_threads(), os.cpu_count() or 1)
+    collector = Collector(
+        cfg, engine, sampler, train_examples, tokenizer, shard,
+        max_staleness=cfg.roles.max_staleness if role is not None else 0,
+    )  # fmt: skip
+    collector.load_pending(pending)  # requests in flight at the checkpoint: sent again
     return Session(
         cfg=cfg, rank=rank, world=world, shard=shard, run_dir=run_dir, model_path=model_path,
         eval_prompts=build_prompts(eval_examples, task, tokenizer), learner=learner, engine=engine,
-        collector=Collector(cfg, engine, sampler, train_examples, tokenizer, shard), loggers=loggers,
+        collector=collector, loggers=loggers,
         start_step=start_step, history=history, first_seen=first_seen, gpu=gpu, devices=devices, mark=started,
     )  # fmt: skip
 
@@ -198,6 +214,7 @@ def save_checkpoint(session: Session, step: int) -> None:
 
     extra = {
         "sampler": session.collector.sampler.state(),
+        "pending_rounds": session.collector.pending_state(),
         "wandb_id": getattr(session.loggers, "run_id", None),
         "history": session.history,
         "first_seen": session.first_seen.state_dict(),

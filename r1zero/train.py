@@ -82,7 +82,19 @@ def _run(cfg: RunConfig, release: list[Callable[[], None]]) -> dict[str, Any]:
     from r1zero.distributed import phase
     from r1zero.session import evaluate, finish, open_session, save_checkpoint
 
-    session = open_session(cfg, release)  # setup + resume from the latest valid checkpoint
+    role = bridge = None
+    if cfg.roles.disaggregated:  # rollout workers beside learner ranks (r1zero.roles)
+        from r1zero.roles import join_role, serve_rollouts
+
+        role, bridge = join_role(cfg)
+        if role.is_worker:
+            assert bridge is not None
+            return serve_rollouts(cfg, role, bridge, release)
+        if bridge is not None:
+            release.append(lambda: bridge.report_failure("the learner stopped with an error"))
+    session = open_session(
+        cfg, release, role=role, bridge=bridge
+    )  # setup + resume from the latest checkpoint
     if session.eval_at_start_and_end and session.start_step == 0:
         with phase("eval", 0):
             session.loggers.log(evaluate(session, 0), step=0)
@@ -124,6 +136,9 @@ def train_step(session: Session, step: int, stop_requested: bool) -> bool:
     metrics = samples.metrics
     session.first_seen.update(step, metrics)
     own: dict[str, float] = {}  # this rank's scalars, combined over ranks below
+    # Samples drawn with older weights (disaggregated, max_staleness >= 1) differ from the learner's by the
+    # policy's own change, not by a sync fault: their gap is logged as the off-policy gap, not checked.
+    on_policy = metrics["rollout/policy_version_lag_max"] == 0
     with timer("learner"), phase("learner", step):
         engine.sleep()
         if bool(samples.keep.any()):  # global, so that every rank takes part in the step's collectives
@@ -132,8 +147,13 @@ def train_step(session: Session, step: int, stop_requested: bool) -> bool:
                 samples.own_advantages,
                 rollout_logprobs=[c.logprobs or [] for c in samples.own],
                 loss_mask=samples.own_keep,
-                max_rollout_gap=cfg.sync_limits if cfg.sync.check_step_logprobs else None,
+                max_rollout_gap=cfg.sync_limits if cfg.sync.check_step_logprobs and on_policy else None,
             )
+            if not on_policy:
+                for stat in ("max", "mean"):
+                    value = own.pop(f"sync/step_logprob_{stat}_abs_diff", None)
+                    if value is not None:
+                        own[f"rollout/offpolicy_logprob_{stat}_abs_diff"] = value
         engine.wake()
     with timer("sync"), phase("sync", step):
         own["sync/push_s"] = push_weights(engine, learner.named_parameters_for_sync(), version=step)
