@@ -404,9 +404,13 @@ class RolesConfig:
     # weights of step s - 1 - lag, lag <= max_staleness. 0 = synchronous (samples what colocated mode samples);
     # 1 overlaps the next step's generation with this step's training.
     max_staleness: int = 1
+    # MB of pushed weights a worker receives ahead of its engine's reload (0: in step with it). The learner then
+    # waits only for the transfer, not for the reload; the cost is that much extra memory on the worker's device.
+    read_ahead_mb: int = 1024
 
     def __post_init__(self) -> None:
         _check_choice("roles", "mode", self.mode, ("colocated", "disaggregated"))
+        _check(self.read_ahead_mb >= 0, f"roles.read_ahead_mb must be >= 0; got {self.read_ahead_mb}")
         _check(self.rollout_workers >= 1, f"roles.rollout_workers must be >= 1; got {self.rollout_workers}")
         _check(self.max_staleness >= 0, f"roles.max_staleness must be >= 0; got {self.max_staleness}")
 

@@ -161,7 +161,7 @@ def open_session(
                 model_path, cfg.rollout, seed=cfg.seed, trust_remote_code=cfg.model.trust_remote_code
             )
         else:
-            from r1zero.roles import RemoteEngine
+            from r1zero.rollout.remote import RemoteEngine
 
             engine = RemoteEngine(role, bridge, tokenizer)
         release.append(engine.close)

@@ -84,7 +84,8 @@ def _run(cfg: RunConfig, release: list[Callable[[], None]]) -> dict[str, Any]:
 
     role = bridge = None
     if cfg.roles.disaggregated:  # rollout workers beside learner ranks (r1zero.roles)
-        from r1zero.roles import join_role, serve_rollouts
+        from r1zero.roles import join_role
+        from r1zero.rollout.worker import serve_rollouts
 
         role, bridge = join_role(cfg)
         if role.is_worker:
@@ -125,7 +126,7 @@ def train_step(session: Session, step: int, stop_requested: bool) -> bool:
     from r1zero import dp
     from r1zero.distributed import phase
     from r1zero.parts import PhaseTimer, sample_rows
-    from r1zero.roles import naming_the_workers
+    from r1zero.rollout.remote import naming_the_workers
     from r1zero.session import evaluate
     from r1zero.sync import make_probe, push_weights, verify_sync
 

@@ -33,6 +33,9 @@ NOT_HERE = "not run here: "
 _SLURM = (
     "Slurm; train.sbatch under a stand-in srun: tests/distributed/test_faults.py, submitit: test_multiprocess"
 )
+DISAGGREGATED_CPU = (
+    "torchrun --standalone --nproc_per_node 2 -m r1zero.train roles.mode=disaggregated cpu_threads=1"
+)
 # README command (as `documented_commands` normalises it) -> the test below that runs it, or why not here.
 COVERAGE: dict[str, str] = {
     "bash scripts/train.sh": "test_train_sh_cpu_default",
@@ -88,6 +91,13 @@ COVERAGE: dict[str, str] = {
         "-m r1zero.train experiment=math_qwen2.5_7b"
     ): NOT_HERE + "2 GPU nodes; 2 torchrun nodes on CPU: tests/distributed/test_multiprocess.py",
     "sbatch --nodes 2 scripts/slurm/train.sbatch experiment=math_qwen2.5_7b": NOT_HERE + _SLURM,
+    DISAGGREGATED_CPU: "test_disaggregated_cpu",
+    (
+        "torchrun --nproc_per_node 8 -m r1zero.train experiment=countdown_qwen2.5_3b learner=zero3 "
+        "roles.mode=disaggregated roles.rollout_workers=2 rollout.tensor_parallel_size=2 "
+        "rollout.prompts_per_step=60"
+    ): NOT_HERE
+    + "8 GPUs; learner + worker on CPU: test_disaggregated_cpu, tests/distributed/test_disaggregated.py",
     (
         "r1zero-train -m hydra/launcher=slurm hydra.launcher.partition=gpu hydra.launcher.nodes=2 "
         "experiment=countdown_qwen2.5_3b seed=0,1,2"
@@ -342,3 +352,18 @@ def test_bench(tmp_path: Path) -> None:
     # The bench records a failed measurement and goes on: each must have succeeded.
     for part in ("r1zero", "components"):
         assert tiny[part]["ok"], f"{part}: {tiny[part].get('error')}"
+
+
+def test_disaggregated_cpu(tmp_path: Path) -> None:
+    """The README's learner + rollout worker command (max_staleness 1 by default) on the tiny model, 2 steps of
+    8 x 8: the first on-policy, the second sampled while the first trained (one version behind)."""
+    argv = shlex.split(DISAGGREGATED_CPU)
+    assert argv[0] == "torchrun"
+    argv = [sys.executable, "-m", "torch.distributed.run", *argv[1:]]  # this checkout's torchrun
+    run_dir = tmp_path / "run"
+    _run([*argv, "model=tiny", "steps=2", *BIG_BATCH, "eval.at_start_and_end=false", f"run_dir={run_dir}"],
+         tmp_path / "train.log")  # fmt: skip
+    rows = [r for r in _metrics(run_dir) if "rollout/num_completions" in r]
+    assert [r["rollout/num_completions"] for r in rows] == [64, 64]
+    assert [r["rollout/policy_version_lag_max"] for r in rows] == [0.0, 1.0]
+    assert json.loads((run_dir / "summary.json").read_text())["steps_done"] == 2

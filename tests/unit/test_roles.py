@@ -178,3 +178,52 @@ def test_a_resumed_collector_requests_the_rounds_in_flight_again(tokenizer, monk
     assert [p for p, _ in before + after] == [p for p, _ in whole]
     # the re-sent requests are sampled with the resumed weights (version 2): step 3 lags 0, step 4 lags 1
     assert [lag for _, lag in after] == [0.0, 1.0, 2.0, 2.0]
+
+
+def test_read_ahead_stays_within_its_byte_budget_and_keeps_the_order() -> None:
+    """A worker receives pushed tensors ahead of its engine's reload, up to the budget: here 3 tensors of 400
+    bytes with a budget of 800 bytes. While the engine loads tensor i, the receiver holds at most 2 (i + 1 and
+    i + 2) and has pulled at most one more from the group, waiting for room: 4 produced beyond those loaded."""
+    import threading
+
+    import torch
+
+    from r1zero.rollout.worker import read_ahead
+
+    produced: list[int] = []
+    lock = threading.Lock()
+
+    def stream():
+        for i in range(6):
+            with lock:
+                produced.append(i)
+            yield f"t{i}", torch.full((100,), float(i))  # 400 bytes
+
+    seen = []
+    for name, tensor in read_ahead(stream(), max_bytes=800):
+        import time
+
+        time.sleep(0.05)  # a slow reload: the receiver runs ahead meanwhile
+        with lock:
+            ahead = len(produced) - len(seen)
+        assert ahead <= 4, ahead  # without the budget, all 6 would be received during the first reload
+        seen.append((name, float(tensor[0])))
+    assert seen == [(f"t{i}", float(i)) for i in range(6)]
+
+
+def test_read_ahead_hands_the_receivers_error_over_and_zero_means_in_step() -> None:
+    import torch
+
+    from r1zero.rollout.worker import read_ahead
+
+    def broken():
+        yield "a", torch.zeros(2)
+        raise RuntimeError("the learner went away")
+
+    got = []
+    with pytest.raises(RuntimeError, match="went away"):
+        for name, _ in read_ahead(broken(), max_bytes=1 << 20):
+            got.append(name)
+    assert got == ["a"]
+    plain = iter([("x", torch.ones(1))])
+    assert read_ahead(plain, 0).__next__()[0] == "x"
