@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -99,8 +100,9 @@ def main() -> None:
     modes = args.modes.split(",")
     order = [(r, m) for r in range(args.rounds) for m in (modes if r % 2 == 0 else modes[::-1])]
     for round_index, mode in order:
-        run_dir = base / f"{mode}-r{round_index}"
-        log = base / f"{mode}-r{round_index}.log"
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", mode)  # a folder name Hydra can take as run_dir (no "=")
+        run_dir = base / f"{name}-r{round_index}"
+        log = base / f"{name}-r{round_index}.log"
         started = time.perf_counter()
         with open(log, "w") as out:
             proc = subprocess.run(command(mode, run_dir, args.steps, args.eval, args.overrides), cwd=ROOT, env=env,

@@ -70,6 +70,27 @@ def test_synchronous_workers_sample_what_colocated_samples(workdir: Path) -> Non
     assert all("sync/step_logprob_max_abs_diff" in metrics[s] for s in (1, 2, 3))  # checked every step
 
 
+def test_two_learners_and_two_workers_sample_what_one_colocated_process_samples(workdir: Path) -> None:
+    """4 processes: learner ranks 0-1 (ZeRO-2 between them) and rollout workers 2-3 (two replicas, each sampling
+    half of every round), max_staleness 0. Each prompt is seeded by its global index, so the samples, rewards and
+    evals equal the 1-process colocated run's; losses agree up to float summation order (the tolerances of
+    dist_helpers: the learner ranks all-reduce gradients)."""
+    colocated, split = workdir / "colocated4", workdir / "l2w2"
+    run_checked(
+        [sys.executable, *train_module(), *TINY, "steps=2", f"run_dir={colocated}"], workdir / "one4.log"
+    )
+    four = [*torchrun("--standalone", "--nproc_per_node", "4"), *train_module()]
+    log = workdir / "l2w2.log"
+    run_checked([*four, *TINY, "roles.mode=disaggregated", "roles.rollout_workers=2", "roles.max_staleness=0",
+                 "steps=2", f"run_dir={split}"], log, timeout=600)  # fmt: skip
+    worst = compare_runs(colocated, split, steps=[-1, 1, 2, -3])
+    report("2 learner ranks + 2 rollout workers, max_staleness 0, vs colocated", worst)
+    text = log.read_text()
+    # both workers served every request: 2 steps + 2 evals, 2 pushes, probes after the first and last push
+    for worker in ("rollout worker 0 (rank 2)", "rollout worker 1 (rank 3)"):
+        assert f"{worker}: 4 generate, 2 weight, 2 score commands" in text
+
+
 def test_one_step_ahead_is_resumed_without_skipping_or_repeating_a_prompt(workdir: Path) -> None:
     """max_staleness 1, 4 steps, a checkpoint every step. Reference: one uninterrupted run. Then the same run
     killed (os._exit, learner rank 0) as it enters the learner phase of step 3, when step 4's prompts are already
