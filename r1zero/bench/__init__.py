@@ -3,6 +3,7 @@
     r1zero-bench                      # tiny and small, ~8 min on 2 CPU cores; writes bench_results.json
     r1zero-bench --quick              # small only, one round, fewer repetitions, TRL's vLLM not tried (~3 min)
     r1zero-bench --models small --reps 8 --override rollout.max_new_tokens=64
+    r1zero-bench --learning           # time to accuracy: the CPU default run vs TRL for the same seconds (~20 min)
 
 Every measurement runs in its own fresh process (r1zero.bench.worker), one after the other: r1zero's loop and
 TRL's GRPOTrainer, alternating for `--rounds` rounds, then r1zero's phases against raw references
@@ -29,6 +30,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from r1zero.bench.learning import render_learning
 from r1zero.bench.report import NOISY, merge_rounds, render_report, summarize
 from r1zero.config import LearnerConfig
 from r1zero.cpu import cpu_flags, describe_vector_features, has_native_bf16
@@ -161,6 +163,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="TRL's generation: auto (the default; --quick: hf) tries vllm colocate once and falls back to "
         "transformers generate",
     )  # fmt: skip
+    parser.add_argument(
+        "--learning", action="store_true",
+        help="time to accuracy instead of step times: r1zero's run, then TRL for the same training seconds, "
+        "both models evaluated greedy on the same held-out problems (r1zero.bench.learning)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--learning-steps",
+        type=int,
+        default=None,
+        help="r1zero's steps for --learning (default: the config's)",
+    )
     parser.add_argument("--skip-trl", action="store_true")
     parser.add_argument("--skip-memory", action="store_true", help="skip the logprob memory probe")
     parser.add_argument(
@@ -214,6 +227,10 @@ def main(argv: list[str] | None = None) -> None:
                 break
         return best
 
+    if args.learning:
+        results["learning"] = learning_comparison(args, measure)
+        _finish(results, args, env, started, render_learning(results["learning"]), workdir)
+        return
     columns = [(model, precision) for model in args.models for precision in args.precisions]
     for model, precision in columns:
         label = model if precision == "fp32" else f"{model} {precision}"
@@ -246,11 +263,41 @@ def main(argv: list[str] | None = None) -> None:
         results["memory"] = measure(
             {"kind": "logprob_memory", **memory, "threads": args.threads}, "logprob-memory"
         )
+    results["summary"] = summarize(results)
+    _finish(results, args, env, started, render_report(results), workdir)
+
+
+def learning_comparison(args: argparse.Namespace, measure: Any) -> dict[str, Any]:
+    """r1zero's run, TRL for its training seconds, then the base and both trained models on the held-out set."""
+    from r1zero.bench.loops import compose_config
+
+    overrides = [f"cpu_threads={args.threads}", *args.override]
+    steps = args.learning_steps or compose_config(overrides).steps
+    out: dict[str, Any] = {"overrides": overrides}
+    out["r1zero"] = measure(
+        {"kind": "r1zero_learning", "overrides": overrides, "steps": steps}, "learning-r1zero"
+    )
+    if not out["r1zero"].get("ok"):
+        return out
+    budget = out["r1zero"]["train_s"]
+    out["trl"] = measure({"kind": "trl_learning", "overrides": overrides, "seconds": budget}, "learning-trl")
+    models = {"base": compose_config(overrides).model.name, "r1zero_eval": out["r1zero"]["model"]}
+    if out["trl"].get("ok"):
+        models["trl_eval"] = out["trl"]["model"]
+    for name, model in models.items():
+        spec = {"kind": "held_out", "overrides": overrides, "model": model}
+        out[name] = measure(spec, f"learning-{name.removesuffix('_eval')}-held-out")
+    return out
+
+
+def _finish(
+    results: dict[str, Any], args: argparse.Namespace, env: dict[str, Any], started: float, table: str,
+    workdir: Path,
+) -> None:  # fmt: skip
     env["load_average_end"] = os.getloadavg()
     env["bench_wall_s"] = time.perf_counter() - started
-    results["summary"] = summarize(results)
     Path(args.out).write_text(json.dumps(results, indent=1))
-    print(render_report(results))
+    print(table)
     print(f"\n[bench] results: {args.out}  worker logs: {workdir}  ({env['bench_wall_s']:.0f} s)")
 
 

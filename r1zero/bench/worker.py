@@ -13,7 +13,7 @@ from typing import Any
 
 
 def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
-    from r1zero.bench import components, loops
+    from r1zero.bench import components, learning, loops
 
     kind = spec.pop("kind")
     workers = {
@@ -21,6 +21,9 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
         "trl_loop": loops.trl_loop,
         "components": components.components,
         "logprob_memory": components.logprob_memory,
+        "r1zero_learning": learning.r1zero_learning,
+        "trl_learning": learning.trl_learning,
+        "held_out": learning.held_out,
     }
     if kind not in workers:
         raise ValueError(f"unknown bench worker {kind!r}; known: {sorted(workers)}")

@@ -80,6 +80,7 @@ COVERAGE: dict[str, str] = {
     ),
     "r1zero-bench": "test_bench",
     "r1zero-bench --models small": "test_bench",
+    "r1zero-bench --learning": "test_bench_learning",
     "r1zero-train experiment=countdown_qwen2.5_3b": (
         NOT_HERE + "a GPU recipe (Qwen2.5-3B); each recipe runs a step on tiny in test_experiments_smoke.py"
     ),
@@ -352,6 +353,31 @@ def test_bench(tmp_path: Path) -> None:
     # The bench records a failed measurement and goes on: each must have succeeded.
     for part in ("r1zero", "components"):
         assert tiny[part]["ok"], f"{part}: {tiny[part].get('error')}"
+
+
+def test_bench_learning(tmp_path: Path) -> None:
+    """`r1zero-bench --learning`, shrunk: the tiny model, 2 r1zero steps, then TRL for r1zero's training seconds,
+    then the base model and both trained models on the same 8 held-out problems."""
+    extra = ["--learning", "--learning-steps", "2", "--retries", "0", "--out", str(tmp_path / "bench.json")]
+    extra += [
+        "--workdir",
+        str(tmp_path / "work"),
+        "--override",
+        "model=tiny",
+        "--override",
+        "task.num_eval=8",
+    ]
+    out = _run(_command("r1zero-bench", *extra), tmp_path / "log")
+    result = json.loads((tmp_path / "bench.json").read_text())["learning"]
+    for part in ("r1zero", "trl", "base", "r1zero_eval", "trl_eval"):
+        assert result[part]["ok"], f"{part}: {result[part].get('error')}"
+    r1, trl = result["r1zero"], result["trl"]
+    assert r1["steps"] == 2 and r1["train_s"] > 0
+    assert (
+        trl["steps"] >= 1 and trl["train_s"] >= r1["train_s"]
+    )  # TRL stops at the first step end past the budget
+    assert all(result[p]["problems"] == 8 for p in ("base", "r1zero_eval", "trl_eval"))
+    assert "| r1zero | " in out and "| trl | " in out and "x TRL's time" in out
 
 
 def test_disaggregated_cpu(tmp_path: Path) -> None:

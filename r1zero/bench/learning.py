@@ -1,0 +1,134 @@
+"""r1zero-bench --learning: time to accuracy. r1zero and TRL's GRPOTrainer train the same model on the same
+prompts with the same settings for the same training seconds; then both models answer the same held-out
+problems, greedy, through the same evaluation (`r1zero.eval.run_eval`).
+
+    r1zero-bench --learning                       # the CPU default run (60 steps) against TRL: ~20 min, 2 cores
+
+r1zero trains first for `--learning-steps` steps. Its training seconds (the sum of its step times, evaluation and
+start-up excluded) become TRL's budget. TRL stops at the first step end past the budget (start-up excluded too).
+The base model is evaluated the same way. The three evaluations run in fresh processes and so does each trainer.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+from r1zero.bench.loops import compose_config, step_prompts, trl_config
+
+
+def r1zero_learning(overrides: list[str], steps: int, workdir: str) -> dict[str, Any]:
+    """Worker: r1zero's run of `steps` steps; its final model, training seconds and its own held-out evals."""
+    from r1zero.train import run
+
+    run_dir = Path(workdir) / "r1zero_run"
+    cfg = compose_config([*overrides, f"steps={steps}", f"run_dir={run_dir}", "checkpoint.every=0",
+                          "checkpoint.save_final_model=true"])  # fmt: skip
+    run(cfg)
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    step_s = [r["perf/step_s"] for r in rows if "perf/step_s" in r]
+    evals = [r["eval/accuracy"] for r in rows if "eval/accuracy" in r]
+    return {
+        "steps": len(step_s), "train_s": sum(step_s), "step_s_median": median(step_s),
+        "model": str(run_dir / "final_model"), "run_eval_first": evals[0] if evals else None,
+        "run_eval_last": evals[-1] if evals else None,
+    }  # fmt: skip
+
+
+def trl_learning(overrides: list[str], seconds: float, workdir: str) -> dict[str, Any]:
+    """Worker: TRL's GRPOTrainer (the settings of `trl_config`, prompts in r1zero's order, r1zero's reward)
+    until `seconds` of training have passed; the model is saved for the evaluation."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOTrainer
+
+    from r1zero.models import resolve_model
+    from r1zero.rewards.registry import score
+
+    cfg = compose_config(overrides)
+    if cfg.cpu_threads > 0:
+        torch.set_num_threads(cfg.cpu_threads)
+    torch.manual_seed(cfg.seed)
+    model_path = resolve_model(cfg.model.name)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    max_steps = int(4 * seconds) + 8  # more than TRL can run (a step takes over 0.25 s): the clock stops it
+    prompts = [p for step in step_prompts(cfg, tokenizer, max_steps) for p in step]
+    task = cfg.task
+
+    def r1zero_reward(completions: list[str], row: list[int], **_: Any) -> list[float]:
+        return [
+            score(task.name, prompts[i].prefill + text, prompts[i].example, correct_weight=task.correct_weight,
+                  format_weight=task.format_weight, format_kind=task.format_kind).total
+            for text, i in zip(completions, row)
+        ]  # fmt: skip
+
+    clock: dict[str, float] = {}
+
+    class Budget(TrainerCallback):  # type: ignore[misc]
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            clock["start"] = time.perf_counter()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            clock["elapsed"] = time.perf_counter() - clock["start"]
+            if clock["elapsed"] >= seconds:
+                control.should_training_stop = True
+
+    dataset = Dataset.from_dict({"prompt": [p.text for p in prompts], "row": list(range(len(prompts)))})
+    out_dir = Path(workdir) / "trl_out"
+    args = trl_config(cfg, steps=max_steps, use_vllm=False, output_dir=str(out_dir))
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32, attn_implementation="sdpa")
+    reward_funcs: Any = r1zero_reward
+    trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=args, train_dataset=dataset,
+                          processing_class=tokenizer, callbacks=[Budget()])  # fmt: skip
+    trainer.train()
+    final = Path(workdir) / "trl_model"
+    trainer.save_model(str(final))
+    tokenizer.save_pretrained(str(final))
+    steps = int(trainer.state.global_step)
+    return {"steps": steps, "train_s": clock.get("elapsed", 0.0),
+            "step_s_median": clock.get("elapsed", 0.0) / max(1, steps), "model": str(final)}  # fmt: skip
+
+
+def held_out(overrides: list[str], model: str, workdir: str) -> dict[str, Any]:
+    """Worker: greedy accuracy of `model` on the run's held-out problems, as the training run evaluates them
+    (task.num_eval problems of the test split, the run's seed, eval.max_new_tokens or the rollout's)."""
+    from r1zero.eval import EvalRunConfig, run_eval
+
+    cfg = compose_config(overrides)
+    eval_cfg = EvalRunConfig(
+        model=type(cfg.model)(name=model), task=cfg.task, rollout=cfg.rollout, num_problems=cfg.task.num_eval,
+        n=1, temperature=0.0, k=[1], max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
+        seed=cfg.seed, out_dir=str(Path(workdir) / "eval"),
+    )  # fmt: skip
+    metrics = run_eval(eval_cfg)["metrics"]
+    return {"accuracy": metrics["eval/accuracy"], "problems": metrics["eval/num_problems"]}
+
+
+def render_learning(result: dict[str, Any]) -> str:
+    """The table: per trainer, training seconds, steps, seconds per step, held-out accuracy before and after."""
+    base = result.get("base", {}).get("accuracy")
+    lines = ["| trainer | training s | steps | s per step | held-out before | held-out after |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for side in ("r1zero", "trl"):
+        row = result.get(side, {})
+        after = result.get(f"{side}_eval", {}).get("accuracy")
+        if not row.get("ok"):
+            lines.append(f"| {side} | failed: {str(row.get('error', ''))[:120]} | | | | |")
+            continue
+        lines.append(
+            f"| {side} | {row['train_s']:.0f} | {row['steps']} | {row['step_s_median']:.2f} | "
+            f"{_pct(base)} | {_pct(after)} |"
+        )
+    r1, trl = result.get("r1zero", {}), result.get("trl", {})
+    if r1.get("ok") and trl.get("ok") and trl.get("step_s_median"):
+        lines.append(f"\nr1zero's step takes {r1['step_s_median'] / trl['step_s_median']:.2f}x TRL's time.")
+    if r1.get("ok") and r1.get("run_eval_last") is not None:
+        lines.append(f"(r1zero's own end-of-run evaluation: {_pct(r1['run_eval_last'])})")
+    return "\n".join(lines)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
