@@ -39,8 +39,11 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 class GracefulStop:
     """First Ctrl-C (or SIGTERM): finish the current step, checkpoint, exit 0. Second Ctrl-C: abort now."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, message: str = "stop requested: finishing this step, then saving a checkpoint"
+    ) -> None:
         self.requested = False
+        self.message = message
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> GracefulStop:
@@ -53,7 +56,7 @@ class GracefulStop:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
-        log.warning("stop requested: finishing this step, then saving a checkpoint (Ctrl-C again to abort)")
+        log.warning("%s (Ctrl-C again to abort)", self.message)
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
@@ -90,7 +93,10 @@ def _run(cfg: RunConfig, release: list[Callable[[], None]]) -> dict[str, Any]:
         role, bridge = join_role(cfg)
         if role.is_worker:
             assert bridge is not None
-            return serve_rollouts(cfg, role, bridge, release)
+            # Ctrl-C reaches every process: a worker serves on until the learner has finished its step and
+            # checkpointed, then says stop (a second Ctrl-C aborts, as on the learner).
+            with GracefulStop(f"{role.name()}: serving until the learner has checkpointed and says stop"):
+                return serve_rollouts(cfg, role, bridge, release)
         if bridge is not None:
             release.append(lambda: bridge.report_failure("the learner stopped with an error"))
     session = open_session(

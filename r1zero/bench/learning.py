@@ -25,8 +25,9 @@ def r1zero_learning(overrides: list[str], steps: int, workdir: str) -> dict[str,
     from r1zero.train import run
 
     run_dir = Path(workdir) / "r1zero_run"
+    # The run as users run it (its own held-out evaluations before and after), minus periodic checkpoints.
     cfg = compose_config([*overrides, f"steps={steps}", f"run_dir={run_dir}", "checkpoint.every=0",
-                          "checkpoint.save_final_model=true"])  # fmt: skip
+                          "checkpoint.save_final_model=true", "log.samples_every=0"], bench_defaults=False)  # fmt: skip
     run(cfg)
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     step_s = [r["perf/step_s"] for r in rows if "perf/step_s" in r]
@@ -98,7 +99,7 @@ def held_out(overrides: list[str], model: str, workdir: str) -> dict[str, Any]:
     (task.num_eval problems of the test split, the run's seed, eval.max_new_tokens or the rollout's)."""
     from r1zero.eval import EvalRunConfig, run_eval
 
-    cfg = compose_config(overrides)
+    cfg = compose_config(overrides, bench_defaults=False)  # the task's own held-out set (task.num_eval)
     eval_cfg = EvalRunConfig(
         model=type(cfg.model)(name=model), task=cfg.task, rollout=cfg.rollout, num_problems=cfg.task.num_eval,
         n=1, temperature=0.0, k=[1], max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,

@@ -33,8 +33,9 @@ BENCH_OVERRIDES = [
 ]
 
 
-def compose_config(overrides: list[str]) -> RunConfig:
-    """conf/config.yaml + BENCH_OVERRIDES + `overrides` -> a validated RunConfig (as `r1zero-train` builds it)."""
+def compose_config(overrides: list[str], *, bench_defaults: bool = True) -> RunConfig:
+    """conf/config.yaml + BENCH_OVERRIDES (no evaluation, no checkpoints: unless bench_defaults is False) +
+    `overrides` -> a validated RunConfig (as `r1zero-train` builds it)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -44,7 +45,7 @@ def compose_config(overrides: list[str]) -> RunConfig:
     register_configs()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-        cfg = compose("config", overrides=[*BENCH_OVERRIDES, *overrides])
+        cfg = compose("config", overrides=[*(BENCH_OVERRIDES if bench_defaults else []), *overrides])
     return to_run_config(cfg)
 
 

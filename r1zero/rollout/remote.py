@@ -27,6 +27,7 @@ class Ticket:
     lo: int
     hi: int
     label: str
+    replicas: list[int] = dataclasses.field(default_factory=list)  # those given prompts (the driver's)
 
 
 class RemoteEngine:
@@ -72,23 +73,27 @@ class RemoteEngine:
             raise ValueError(f"learner ranks' prompts are not contiguous: offsets {offsets}, counts {counts}")
         request = self._requests
         self._requests += 1
+        busy: list[int] = []
         if self.bridge is not None:
             everything = [p for part in every for p in part]
             for replica, (lo, hi) in enumerate(split_replicas(len(everything), self.role.replicas)):
+                if lo == hi:
+                    continue  # fewer prompts than replicas
+                busy.append(replica)
                 sampling_r = dataclasses.replace(sampling, index_offset=offsets[0] + lo)
                 command = {"op": "generate", "request": request, "prompts": everything[lo:hi],
                            "sampling": sampling_r, "offset": lo, "step": step}  # fmt: skip
                 self._to_replica(replica, command)
         mine = distributed.rank()
         lo = sum(counts[:mine])
-        return Ticket(request, lo, lo + counts[mine], label or f"request {request}")
+        return Ticket(request, lo, lo + counts[mine], label or f"request {request}", busy)
 
     def fetch(self, ticket: Ticket) -> list[Completion]:
         """The request's completions for this rank (prompt-major, prompt_index local to this rank's prompts)."""
         everything: list[Completion] | None = None
         if self.bridge is not None:
             everything = []
-            for replica in range(self.role.replicas):
+            for replica in ticket.replicas:
                 rows = self._answer(
                     f"res/{ticket.request}/{replica}",
                     f"{self.role.replica_name(replica)}: samples of {ticket.label}",
@@ -155,6 +160,7 @@ class RemoteEngine:
         if self._closed or self.bridge is None:
             return
         self._closed = True
+        self.bridge.post("stopping", True)  # requests still queued are dropped, not generated
         for worker in range(self.role.workers):
             self._command(worker, {"op": "stop"})
 

@@ -117,6 +117,8 @@ def serve_rollouts(
             op = command["op"]
             if op == "stop":
                 break
+            if op in ("generate", "score") and bridge.store.check(["stopping"]):
+                continue  # the learner is closing: nobody will read the answer (a stopped run's requests ahead)
             begin = time.perf_counter()
             with phase(f"worker_{op}", int(command.get("step", 0))):
                 _execute(command, engine, bridge, role, cfg.roles.read_ahead_mb << 20)

@@ -151,3 +151,45 @@ def test_a_hung_peer_fails_the_run_within_the_timeout(
         assert text in output, output[-3000:]
     # start-up (~10 s) + the timeout + exit; far from the 30-minute default
     assert elapsed < 120, elapsed
+
+
+def test_ctrl_c_finishes_the_step_checkpoints_and_the_same_command_resumes(tmp_path: Path) -> None:
+    """Ctrl-C in the terminal reaches torchrun and both ranks (SIGINT to the process group). The learner finishes
+    its step and checkpoints it, with the request in flight; the worker serves until the learner says stop,
+    then both exit normally; the same command resumes."""
+    import os
+    import signal
+
+    run_dir = tmp_path / "run"
+    cmd = [*TWO, *TINY, *DISAGGREGATED, "roles.max_staleness=1", "checkpoint.every=1000",
+           "eval.at_start_and_end=false", f"run_dir={run_dir}"]  # fmt: skip
+    log = tmp_path / "run.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([*cmd, "steps=200"], cwd=ROOT, env=child_env(), stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        try:
+            deadline = time.time() + 300
+            while (
+                time.time() < deadline
+                and len(metrics_of(run_dir) if (run_dir / "metrics.jsonl").exists() else {}) < 2
+            ):
+                assert proc.poll() is None, log.read_text()[-3000:]
+                time.sleep(0.5)
+            os.killpg(proc.pid, signal.SIGINT)
+            proc.wait(timeout=180)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    output = log.read_text()
+    assert "stop requested" in output, output[-3000:]
+    assert "rollout worker 0 (rank 1): serving until the learner has checkpointed" in output
+    assert (
+        "rollout worker 0 (rank 1): " in output and " generate, " in output
+    )  # its closing line: it was told stop
+    stopped_at = max(metrics_of(run_dir))
+    checkpoint = run_dir / "checkpoints" / f"step_{stopped_at:06d}"
+    meta = json.loads((checkpoint / "meta.json").read_text())
+    assert list(meta["extra"]["pending_rounds"]) == [str(stopped_at + 1)]
+    run_checked([*cmd, f"steps={stopped_at + 2}"], tmp_path / "resume.log")
+    assert "resumed from" in (tmp_path / "resume.log").read_text()
+    assert sorted(metrics_of(run_dir))[-2:] == [stopped_at + 1, stopped_at + 2]
