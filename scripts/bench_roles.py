@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -110,12 +111,16 @@ def main() -> None:
         if proc.returncode != 0:
             sys.exit(f"{mode} failed ({proc.returncode}); see {log}")
         result = summarize(mode, run_dir, time.perf_counter() - started)
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # the final step's (~1.6 GB for SmolLM2)
         print(json.dumps(result), flush=True)
         results.append(result)
     results = [merge([r for r in results if r["mode"] == mode]) for mode in modes]
     reference = next((r for r in results if r["mode"] == "colocated"), None)
+    if args.keep is None:
+        shutil.rmtree(base, ignore_errors=True)
     load = os.getloadavg()[0]
-    print(f"\n{os.cpu_count()} CPUs, load average (1 min) at the end {load:.2f}; runs in {base}")
+    where = f"; runs in {base}" if args.keep else ""
+    print(f"\n{os.cpu_count()} CPUs, load average (1 min) at the end {load:.2f}{where}")
     print("| mode | median step s (per round) | rollout wait | learner | sync | wall s | mean lag | reward, last 10 steps | "
           "held-out | rewards = colocated |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|")

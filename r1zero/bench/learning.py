@@ -12,6 +12,7 @@ The base model is evaluated the same way. The three evaluations run in fresh pro
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from statistics import median
@@ -29,6 +30,7 @@ def r1zero_learning(overrides: list[str], steps: int, workdir: str) -> dict[str,
     cfg = compose_config([*overrides, f"steps={steps}", f"run_dir={run_dir}", "checkpoint.every=0",
                           "checkpoint.save_final_model=true", "log.samples_every=0"], bench_defaults=False)  # fmt: skip
     run(cfg)
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # the final step's; final_model is what counts
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     step_s = [r["perf/step_s"] for r in rows if "perf/step_s" in r]
     evals = [r["eval/accuracy"] for r in rows if "eval/accuracy" in r]
