@@ -34,6 +34,7 @@ REGISTRY_CHOICES: dict[tuple[str, str], tuple[str, str]] = {
 OLD_LOGPROB_SOURCES = ("learner", "rollout")
 LEARNER_BACKENDS = ("deepspeed", "torch")
 DIST_BACKENDS = ("auto", "nccl", "gloo")
+ROLE_MODES = ("colocated", "disaggregated")
 
 
 def choices(section: str, name: str) -> tuple[str, ...]:
@@ -409,7 +410,7 @@ class RolesConfig:
     read_ahead_mb: int = 1024
 
     def __post_init__(self) -> None:
-        _check_choice("roles", "mode", self.mode, ("colocated", "disaggregated"))
+        _check_choice("roles", "mode", self.mode, ROLE_MODES)
         _check(self.read_ahead_mb >= 0, f"roles.read_ahead_mb must be >= 0; got {self.read_ahead_mb}")
         _check(self.rollout_workers >= 1, f"roles.rollout_workers must be >= 1; got {self.rollout_workers}")
         _check(self.max_staleness >= 0, f"roles.max_staleness must be >= 0; got {self.max_staleness}")

@@ -330,4 +330,4 @@ def test_every_validated_choice_field_is_covered() -> None:
     via_registry = {(s, n) for s, n, allowed in checked if allowed == f"choices({s!r}, {n!r})"}
     assert via_registry == set(REGISTRY_CHOICES)
     own = {allowed for s, n, allowed in checked if (s, n) not in via_registry}
-    assert own == {"OLD_LOGPROB_SOURCES", "LEARNER_BACKENDS", "DIST_BACKENDS"}
+    assert own == {"OLD_LOGPROB_SOURCES", "LEARNER_BACKENDS", "DIST_BACKENDS", "ROLE_MODES"}
