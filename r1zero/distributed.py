@@ -158,6 +158,15 @@ def is_initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
+def resolve_backend(backend: str) -> str:
+    """dist.backend as torch.distributed takes it: "auto" -> nccl when a GPU is visible, gloo otherwise."""
+    if backend != "auto":
+        return backend
+    import torch
+
+    return "nccl" if torch.cuda.is_available() else "gloo"
+
+
 def init_process_group(timeout_s: float = 1800.0, backend: str = "auto", store: Any = None) -> None:
     """Initialise torch.distributed once (idempotent); single-process runs get a loopback world of one.
 
@@ -173,8 +182,7 @@ def init_process_group(timeout_s: float = 1800.0, backend: str = "auto", store: 
     if is_initialized():
         return
     apply_launcher_env()
-    if backend == "auto":
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    backend = resolve_backend(backend)
     if backend == "nccl":
         torch.cuda.set_device(local_rank())
     timeout = datetime.timedelta(seconds=timeout_s)

@@ -55,15 +55,20 @@ class Shard:
     def replica_split(self, count: int) -> tuple[int, int]:
         """[lo, hi) of `count` items (eval problems) for this rank's replica: contiguous, sizes differ by <= 1.
         Example: count 5, 2 replicas -> [0, 3) and [3, 5)."""
-        replicas, index = self.world // self.tp, self.rank // self.tp
-        base, extra = divmod(count, replicas)
-        lo = index * base + min(index, extra)
-        return lo, lo + base + (1 if index < extra else 0)
+        return contiguous_split(count, self.world // self.tp, self.rank // self.tp)
 
     @property
     def replica_leader(self) -> bool:
         """True on the first rank of each engine replica (the one whose eval records count)."""
         return self.rank % self.tp == 0
+
+
+def contiguous_split(count: int, parts: int, index: int) -> tuple[int, int]:
+    """[lo, hi) of part `index` when `count` items are cut into `parts` contiguous parts whose sizes differ by
+    <= 1 (the first count % parts one larger). Example: count 5, 2 parts -> [0, 3) and [3, 5)."""
+    base, extra = divmod(count, parts)
+    lo = index * base + min(index, extra)
+    return lo, lo + base + (1 if index < extra else 0)
 
 
 def current_shard(tp: int = 1) -> Shard:

@@ -32,6 +32,7 @@ from typing import Any
 
 from r1zero import distributed
 from r1zero.config import RunConfig
+from r1zero.dp import contiguous_split
 
 log = logging.getLogger("r1zero")
 
@@ -116,13 +117,7 @@ class Role:
 def split_replicas(count: int, replicas: int) -> list[tuple[int, int]]:
     """[lo, hi) of `count` prompts for each replica: contiguous, sizes differ by <= 1.
     Example: 5 prompts, 2 replicas -> [(0, 3), (3, 5)]."""
-    base, extra = divmod(count, replicas)
-    bounds, lo = [], 0
-    for r in range(replicas):
-        hi = lo + base + (1 if r < extra else 0)
-        bounds.append((lo, hi))
-        lo = hi
-    return bounds
+    return [contiguous_split(count, replicas, r) for r in range(replicas)]
 
 
 class Bridge:
@@ -134,6 +129,7 @@ class Bridge:
         self.role, self.timeout_s = role, timeout_s
         self.store = dist.PrefixStore("r1zero/bridge/", store)
         self.size, self.rank = role.workers + 1, role.bridge_rank
+        self.published: tuple[int, int] | None = None  # (version, tensors) of the last push (the driver's)
         assert self.rank is not None
         timeout = datetime.timedelta(seconds=timeout_s)
         self.group: Any
@@ -191,7 +187,6 @@ def join_role(cfg: RunConfig) -> tuple[Role, Bridge | None]:
     """Split the launched world by role (see the module doc): each role's default process group, and the bridge
     for the driver and the workers. Sets RANK / WORLD_SIZE in os.environ to the role's own world (LOCAL_RANK
     keeps choosing the device)."""
-    import torch
     import torch.distributed as dist
 
     distributed.apply_launcher_env()
@@ -213,9 +208,7 @@ def join_role(cfg: RunConfig) -> tuple[Role, Bridge | None]:
     else:
         os.environ["WORLD_SIZE"] = str(learners)
         prefix = "r1zero/learners/"
-    backend = cfg.dist.backend
-    if backend == "auto":
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    backend = distributed.resolve_backend(cfg.dist.backend)
     # The workers' world is what vLLM's engines use (a replica's tp ranks; data parallel replicas beside them).
     distributed.init_process_group(cfg.dist.timeout_s, backend, store=dist.PrefixStore(prefix, store))
     bridge = Bridge(store, role, cfg.dist.timeout_s, backend) if role.bridge_rank is not None else None

@@ -272,7 +272,8 @@ def learning_comparison(args: argparse.Namespace, measure: Any) -> dict[str, Any
     from r1zero.bench.loops import compose_config
 
     overrides = [f"cpu_threads={args.threads}", *args.override]
-    steps = args.learning_steps or compose_config(overrides).steps
+    cfg = compose_config(overrides)
+    steps = args.learning_steps or cfg.steps
     out: dict[str, Any] = {"overrides": overrides}
     out["r1zero"] = measure(
         {"kind": "r1zero_learning", "overrides": overrides, "steps": steps}, "learning-r1zero"
@@ -281,7 +282,7 @@ def learning_comparison(args: argparse.Namespace, measure: Any) -> dict[str, Any
         return out
     budget = out["r1zero"]["train_s"]
     out["trl"] = measure({"kind": "trl_learning", "overrides": overrides, "seconds": budget}, "learning-trl")
-    models = {"base": compose_config(overrides).model.name, "r1zero_eval": out["r1zero"]["model"]}
+    models = {"base": cfg.model.name, "r1zero_eval": out["r1zero"]["model"]}
     if out["trl"].get("ok"):
         models["trl_eval"] = out["trl"]["model"]
     for name, model in models.items():

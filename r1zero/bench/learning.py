@@ -11,6 +11,7 @@ The base model is evaluated the same way. The three evaluations run in fresh pro
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-from r1zero.bench.loops import compose_config, step_prompts, trl_config
+from r1zero.bench.loops import compose_config, trl_inputs
 
 
 def r1zero_learning(overrides: list[str], steps: int, workdir: str) -> dict[str, Any]:
@@ -44,31 +45,12 @@ def r1zero_learning(overrides: list[str], steps: int, workdir: str) -> dict[str,
 def trl_learning(overrides: list[str], seconds: float, workdir: str) -> dict[str, Any]:
     """Worker: TRL's GRPOTrainer (the settings of `trl_config`, prompts in r1zero's order, r1zero's reward)
     until `seconds` of training have passed; the model is saved for the evaluation."""
-    import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers import TrainerCallback
     from trl import GRPOTrainer
 
-    from r1zero.models import resolve_model
-    from r1zero.rewards.registry import score
-
     cfg = compose_config(overrides)
-    if cfg.cpu_threads > 0:
-        torch.set_num_threads(cfg.cpu_threads)
-    torch.manual_seed(cfg.seed)
-    model_path = resolve_model(cfg.model.name)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
     max_steps = int(4 * seconds) + 8  # more than TRL can run (a step takes over 0.25 s): the clock stops it
-    prompts = [p for step in step_prompts(cfg, tokenizer, max_steps) for p in step]
-    task = cfg.task
-
-    def r1zero_reward(completions: list[str], row: list[int], **_: Any) -> list[float]:
-        return [
-            score(task.name, prompts[i].prefill + text, prompts[i].example, correct_weight=task.correct_weight,
-                  format_weight=task.format_weight, format_kind=task.format_kind).total
-            for text, i in zip(completions, row)
-        ]  # fmt: skip
-
+    inputs = trl_inputs(cfg, max_steps, use_vllm=False, output_dir=str(Path(workdir) / "trl_out"))
     clock: dict[str, float] = {}
 
     class Budget(TrainerCallback):  # type: ignore[misc]
@@ -80,17 +62,11 @@ def trl_learning(overrides: list[str], seconds: float, workdir: str) -> dict[str
             if clock["elapsed"] >= seconds:
                 control.should_training_stop = True
 
-    dataset = Dataset.from_dict({"prompt": [p.text for p in prompts], "row": list(range(len(prompts)))})
-    out_dir = Path(workdir) / "trl_out"
-    args = trl_config(cfg, steps=max_steps, use_vllm=False, output_dir=str(out_dir))
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32, attn_implementation="sdpa")
-    reward_funcs: Any = r1zero_reward
-    trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=args, train_dataset=dataset,
-                          processing_class=tokenizer, callbacks=[Budget()])  # fmt: skip
+    trainer = GRPOTrainer(**inputs, callbacks=[Budget()])
     trainer.train()
     final = Path(workdir) / "trl_model"
     trainer.save_model(str(final))
-    tokenizer.save_pretrained(str(final))
+    inputs["processing_class"].save_pretrained(str(final))
     steps = int(trainer.state.global_step)
     return {"steps": steps, "train_s": clock.get("elapsed", 0.0),
             "step_s_median": clock.get("elapsed", 0.0) / max(1, steps), "model": str(final)}  # fmt: skip
@@ -103,7 +79,7 @@ def held_out(overrides: list[str], model: str, workdir: str) -> dict[str, Any]:
 
     cfg = compose_config(overrides, bench_defaults=False)  # the task's own held-out set (task.num_eval)
     eval_cfg = EvalRunConfig(
-        model=type(cfg.model)(name=model), task=cfg.task, rollout=cfg.rollout, num_problems=cfg.task.num_eval,
+        model=dataclasses.replace(cfg.model, name=model), task=cfg.task, rollout=cfg.rollout, num_problems=cfg.task.num_eval,
         n=1, temperature=0.0, k=[1], max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
         seed=cfg.seed, out_dir=str(Path(workdir) / "eval"),
     )  # fmt: skip

@@ -205,23 +205,20 @@ def _time_method(obj: Any, name: str) -> list[float]:
     return seconds
 
 
-def trl_loop(
-    overrides: list[str], warmup: int, reps: int, workdir: str, *, use_vllm: bool = False
-) -> dict[str, Any]:
-    """TRL's GRPOTrainer on the same model, prompts (same order) and reward as `r1zero_loop`."""
+def trl_inputs(cfg: RunConfig, steps: int, *, use_vllm: bool, output_dir: str) -> dict[str, Any]:
+    """GRPOTrainer's arguments for `steps` steps of `cfg` (threads and seed set): the model, r1zero's prompts
+    in r1zero's order as the dataset, r1zero's reward, `trl_config`'s settings. The model is loaded here, so
+    a caller that times the trainer starts its clock after this."""
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-    from trl import GRPOTrainer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from r1zero.models import resolve_model
     from r1zero.rewards.registry import score
 
-    cfg = compose_config(overrides)
     if cfg.cpu_threads > 0:
         torch.set_num_threads(cfg.cpu_threads)
     torch.manual_seed(cfg.seed)
-    steps = warmup + reps
     model_path = resolve_model(cfg.model.name)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     prompts = [p for step in step_prompts(cfg, tokenizer, steps) for p in step]
@@ -237,21 +234,32 @@ def trl_loop(
             for text, i in zip(completions, row)
         ]  # fmt: skip
 
+    dataset = Dataset.from_dict({"prompt": [p.text for p in prompts], "row": list(range(len(prompts)))})
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32, attn_implementation="sdpa")
+    return {
+        "model": model, "reward_funcs": r1zero_reward, "train_dataset": dataset, "processing_class": tokenizer,
+        "args": trl_config(cfg, steps=steps, use_vllm=use_vllm, output_dir=output_dir),
+    }  # fmt: skip
+
+
+def trl_loop(
+    overrides: list[str], warmup: int, reps: int, workdir: str, *, use_vllm: bool = False
+) -> dict[str, Any]:
+    """TRL's GRPOTrainer on the same model, prompts (same order) and reward as `r1zero_loop`."""
+    from transformers import TrainerCallback
+    from trl import GRPOTrainer
+
+    cfg = compose_config(overrides)
+    steps = warmup + reps
+    inputs = trl_inputs(cfg, steps, use_vllm=use_vllm, output_dir=str(Path(workdir) / "trl_out"))
     ends: list[float] = []
 
     class StepClock(TrainerCallback):  # type: ignore[misc]
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             ends.append(time.time())
 
-    dataset = Dataset.from_dict({"prompt": [p.text for p in prompts], "row": list(range(len(prompts)))})
-    args = trl_config(cfg, steps=steps, use_vllm=use_vllm, output_dir=str(Path(workdir) / "trl_out"))
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32, attn_implementation="sdpa")
     started = time.perf_counter()
-    reward_funcs: Any = r1zero_reward
-    trainer = GRPOTrainer(
-        model=model, reward_funcs=reward_funcs, args=args, train_dataset=dataset, processing_class=tokenizer,
-        callbacks=[StepClock()],
-    )  # fmt: skip
+    trainer = GRPOTrainer(**inputs, callbacks=[StepClock()])
     generation_s = _time_method(trainer, "_generate_and_score_completions")  # TRL's rollout + reward phase
     trainer.train()
     total = time.perf_counter() - started

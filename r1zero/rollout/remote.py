@@ -203,10 +203,10 @@ def publish_weights(
 ) -> None:
     """Driver: announce version `version` to every worker, then each tensor: its (name, shape, dtype) header in
     the store, its data over the group. The headers of the previous version are deleted."""
-    previous = getattr(bridge, "_published", None)
-    if previous is not None:
-        for i in range(previous[1] + 1):
-            bridge.store.delete_key(f"w/{previous[0]}/{i}")
+    if bridge.published is not None:
+        previous, tensors = bridge.published
+        for i in range(tensors + 1):
+            bridge.store.delete_key(f"w/{previous}/{i}")
     for worker in range(bridge.role.workers):
         command(worker, {"op": "weights", "version": version, "step": version})
     count = 0
@@ -216,4 +216,4 @@ def publish_weights(
         bridge.broadcast(data)
         count += 1
     bridge.post(f"w/{version}/{count}", None)
-    bridge._published = (version, count)  # type: ignore[attr-defined]
+    bridge.published = (version, count)
