@@ -7,6 +7,9 @@ request is seeded, so any batch with more prompt tokens than one pass crashed. T
 prefill off (`cpu_scheduler_settings`); here: a seeded batch of ~1.25 passes samples, and the samples are the same
 whether the batch is sampled in one call or in slices, in big passes or in many small ones, and equal those of
 vLLM's default settings wherever those run.
+
+The CPU engine also uses 32-token KV blocks instead of vLLM's 128, so that the G samples of a prompt share its
+prefill through the prefix cache: checked here by counting the tokens the model computes.
 """
 
 from __future__ import annotations
@@ -23,9 +26,11 @@ pytest.importorskip("vllm")
 from test_rollout_hf import PROMPTS, chat_prompt
 
 from r1zero.rollout.vllm_engine import (
+    CPU_BLOCK_SIZE,
     CPU_MAX_NUM_BATCHED_TOKENS,
     VLLMEngine,
     cpu_scheduler_settings,
+    inprocess_worker,
 )
 
 MAX_PROMPT, MAX_NEW = 64, 12
@@ -34,6 +39,17 @@ G = 4
 # so the batch holds ~5,100 prompt tokens, more than one pass of 4,096 (checked in the test).
 BIG = [chat_prompt(f"What is {i} + {3 * i + 1}? Show your work.", f"q{i}") for i in range(48)]
 SEED = 21
+# vLLM's own KV block size on CPU (r1zero's is CPU_BLOCK_SIZE = 32).
+VLLM_CPU_BLOCK_SIZE = 128
+# 6 prompts of 50-58 tokens: longer than one 32-token block, shorter than one of 128.
+LONG = [
+    chat_prompt(
+        f"Think step by step, check each step, then answer. Question {i}: what is {7 * i} + {i + 5}?"
+        + " Explain." * (i % 2),
+        f"l{i}",
+    )
+    for i in range(6)
+]
 
 
 def _engine(model_path: str, **llm_kwargs: object) -> VLLMEngine:
@@ -63,6 +79,25 @@ def _prompt_tokens(tokenizer: Any, prompts: list[Prompt], n: int) -> int:
     return n * sum(len(ids) for ids in tokenize_prompts(tokenizer, prompts))
 
 
+def _generate_counting_prefill(eng: VLLMEngine, prompts: list[Prompt]) -> tuple[list[Completion], int]:
+    """The completions of `prompts` (G each) and how many prompt tokens the model computed for them: all tokens
+    through the model's forward minus the decode tokens (one per generated token after each sample's first,
+    which the prefill's last position gives)."""
+    model = inprocess_worker(eng._llm).model_runner.get_model()
+    seen = [0]
+
+    def count(_module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        ids = kwargs["input_ids"] if "input_ids" in kwargs else args[0]
+        seen[0] += ids.numel()
+
+    handle = model.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        rows = eng.generate(prompts, _sampling())
+    finally:
+        handle.remove()
+    return rows, seen[0] - sum(len(r.token_ids) - 1 for r in rows)
+
+
 @pytest.fixture(scope="module")
 def runs(tiny_model_path: str) -> dict[str, Any]:
     """The samples of three engines, one alive at a time (two in-process engines would share vLLM's global
@@ -76,6 +111,7 @@ def runs(tiny_model_path: str) -> dict[str, Any]:
         out["big"] = eng.generate(BIG, _sampling())
         out["slices"] = [eng.generate(BIG[lo : lo + 16], _sampling(index_offset=lo)) for lo in (0, 16, 32)]
         out["small"] = eng.generate(PROMPTS, _sampling(n=8))
+        out["long"], out["long_prefill"] = _generate_counting_prefill(eng, LONG)
     finally:
         eng.close()
     # One sequence's worth of tokens per pass (2-3 prompts next to the running decodes), at most 16 requests.
@@ -84,10 +120,12 @@ def runs(tiny_model_path: str) -> dict[str, Any]:
         out["big_in_small_passes"] = eng.generate(BIG, _sampling())
     finally:
         eng.close()
-    eng = _engine(tiny_model_path, enable_chunked_prefill=True)  # vLLM's own default
+    # vLLM's own defaults on CPU
+    eng = _engine(tiny_model_path, enable_chunked_prefill=True, block_size=VLLM_CPU_BLOCK_SIZE)
     try:
         out["default_scheduler"] = eng._llm.llm_engine.vllm_config.scheduler_config
         out["small_vllm_default"] = eng.generate(PROMPTS, _sampling(n=8))
+        out["long_vllm_default"], out["long_prefill_vllm_default"] = _generate_counting_prefill(eng, LONG)
     finally:
         eng.close()
     return out
@@ -102,6 +140,7 @@ def test_cpu_settings_turn_chunked_prefill_off(runs: dict[str, Any]) -> None:
     assert cpu_scheduler_settings(10_000) == {
         "enable_chunked_prefill": False,
         "max_num_batched_tokens": 10_000,
+        "block_size": 32,
     }
     assert cpu_scheduler_settings(100, tensor_parallel_size=2)["max_num_batched_tokens"] == 8192
 
@@ -136,3 +175,18 @@ def test_chunked_prefill_off_samples_what_vllm_default_samples(runs: dict[str, A
     assert runs["default_scheduler"].enable_chunked_prefill is True
     assert _tokens(runs["small"]) == _tokens(runs["small_vllm_default"])
     assert _logprobs(runs["small"]) == pytest.approx(_logprobs(runs["small_vllm_default"]), abs=1e-5)
+
+
+def test_samples_of_a_prompt_share_its_prefill(runs: dict[str, Any]) -> None:
+    """With 32-token blocks each prompt's whole blocks are computed once for its G samples; with vLLM's 128-token
+    blocks (no whole block in a prompt this short) every sample computes the whole prompt. Same samples."""
+    lengths = [len(ids) for ids in tokenize_prompts(runs["tokenizer"], LONG)]
+    assert all(CPU_BLOCK_SIZE < n <= MAX_PROMPT < VLLM_CPU_BLOCK_SIZE for n in lengths)
+    assert runs["long_prefill_vllm_default"] == G * sum(lengths)
+    # At most: each prompt once, and each of the other G - 1 samples its tokens after the last whole block
+    # before the prompt's last token (which is always computed: its logits give the first sample).
+    tail = [n - CPU_BLOCK_SIZE * ((n - 1) // CPU_BLOCK_SIZE) for n in lengths]
+    bound = sum(lengths) + (G - 1) * sum(tail)
+    assert runs["long_prefill"] <= bound < 0.6 * G * sum(lengths)
+    assert _tokens(runs["long"]) == _tokens(runs["long_vllm_default"])
+    assert _logprobs(runs["long"]) == pytest.approx(_logprobs(runs["long_vllm_default"]), abs=1e-5)
