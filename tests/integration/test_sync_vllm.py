@@ -2,7 +2,13 @@
 from (verified to fp32 precision), a stale tied lm_head is caught, repeated pushes and the prefix cache are safe.
 
 The learner is a transformers copy of the tiny model; `simulate_training_step` changes every weight and makes
-the model likely to stop, so generation visibly changes after a push."""
+the model likely to stop, so generation visibly changes after a push.
+
+Every test runs on an eager engine (r1zero's default) and on a compiled one (`rollout.enforce_eager=false`: on
+CPU vLLM traces the model once with Dynamo and compiles it with Inductor; on GPUs it also captures CUDA graphs).
+A compiled model could keep what it was compiled with: tensors baked into the graph, the packed-GEMM handles the
+CPU linear layers hold, the tied head's old tensor. The tests compare both paths the engine has, the prefill
+(`score`, the probe) and the decode (the sampling logprobs of `generate`), with the learner after each push."""
 
 from __future__ import annotations
 
@@ -24,11 +30,16 @@ SAMPLING = SamplingSettings(n=4, max_new_tokens=16, seed=5)
 FP32_TOL = 1e-3  # the verifier threshold used here; the measured gap is ~1e-6
 
 
-@pytest.fixture(scope="module")
-def engine(tiny_model_path: str) -> Iterator:
+@pytest.fixture(scope="module", params=[True, False], ids=["eager", "compiled"])
+def engine(tiny_model_path: str, request: pytest.FixtureRequest) -> Iterator:
     from r1zero.rollout.vllm_engine import VLLMEngine
 
-    eng = VLLMEngine(tiny_model_path, dtype="float32", seed=0, max_prompt_tokens=256, max_new_tokens=16)
+    eng = VLLMEngine(
+        tiny_model_path, dtype="float32", seed=0, max_prompt_tokens=256, max_new_tokens=16,
+        enforce_eager=request.param,
+    )  # fmt: skip
+    mode = eng._llm.llm_engine.vllm_config.compilation_config.mode
+    assert (mode == 0) == request.param  # CompilationMode.NONE only when eager
     yield eng
     eng.close()
 
@@ -123,7 +134,7 @@ def test_stale_tied_lm_head_is_caught_then_fixed(engine, train, capsys) -> None:
 
 
 def test_prefix_cache_is_reset_after_a_push(engine, train, monkeypatch: pytest.MonkeyPatch) -> None:
-    # vLLM caches whole KV blocks (128 tokens on CPU): the prompt must span at least one.
+    # vLLM caches whole KV blocks (32 tokens on CPU in r1zero, 16 on GPUs): the prompt spans several.
     words = " ".join(f"{i} + {i + 1} = {2 * i + 1}." for i in range(16))
     long_prompt = [
         Prompt(

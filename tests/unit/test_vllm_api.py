@@ -319,6 +319,9 @@ def test_listing_covers_what_the_engine_uses() -> None:
     init = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
     llm_kwargs = dict_keys(init, "kwargs") | call_keywords(init, "kwargs.update")
     assert set(vllm_api.LLM_KWARGS) <= llm_kwargs <= set(vllm_api.LLM_KWARGS + vllm_api.PLANNED_LLM_KWARGS)
+    from r1zero.rollout.vllm_engine import cpu_scheduler_settings
+
+    assert set(cpu_scheduler_settings(100)) == set(vllm_api.CPU_LLM_KWARGS)
     sampling = call_keywords(engine, "self._sampling_params_cls") | call_keywords(
         bench, "vllm.SamplingParams"
     )

@@ -1,0 +1,94 @@
+"""The arithmetic floor of a transformer forward pass on this machine: how fast the rollout could be.
+
+A forward over M tokens of a decoder with P_body matrix parameters (every linear layer but the output head), whose
+output head (P_head = vocab x hidden) runs on R rows (the positions whose next token is sampled), costs
+
+    flops = 2 * M * P_body + 2 * R * P_head + 4 * layers * hidden * pairs
+
+where `pairs` is the number of (query, key) pairs attention scores (sum over the M tokens of their context
+length; QK^T and AV cost 2 * hidden each per pair and layer, grouped-query attention included). It must read its
+weights once and the keys and values of those pairs:
+
+    bytes = (P_body + P_head) * weight_bytes + 2 * layers * kv_dim * pairs * kv_bytes
+
+and cannot take less than `roofline_seconds(flops, bytes, peak_flops, bandwidth)`: the larger of the time at
+the machine's peak matrix-multiply rate and the time to stream those bytes from memory. Embedding lookups,
+norms, activations and the sampler are left out (a few % of the flops), so the floor is a lower bound.
+
+`measure_peak_flops` and `measure_bandwidth` measure the two rates with torch on this machine.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the floor needs of a model: body_params (linear weights of the layers), head_params (vocab x hidden),
+    layers, hidden (= heads x head_dim), kv_dim (= kv_heads x head_dim), dtype_bytes of weights and KV cache."""
+
+    body_params: int
+    head_params: int
+    layers: int
+    hidden: int
+    kv_dim: int
+    dtype_bytes: int = 4
+
+
+def forward_flops(shape: ModelShape, tokens: int, logit_rows: int, pairs: int) -> float:
+    """Floating-point operations of one forward over `tokens` tokens, the head on `logit_rows` rows, attention
+    over `pairs` (query, key) pairs.
+
+    Example (SmolLM2-135M: 30 layers, hidden 576, kv_dim 192, 106.2M body and 28.3M head parameters), one decode
+    step of 16 sequences at context 80: tokens 16, rows 16, pairs 16 * 80 = 1280 ->
+    2*16*106.2e6 + 2*16*28.3e6 + 4*30*576*1280 = 3.40e9 + 0.91e9 + 0.09e9 = 4.39e9.
+    """
+    attention = 4 * shape.layers * shape.hidden * pairs
+    return 2.0 * tokens * shape.body_params + 2.0 * logit_rows * shape.head_params + attention
+
+
+def forward_bytes(shape: ModelShape, pairs: int) -> float:
+    """Bytes one forward must read at least: every weight once, and the keys and values of its attention pairs.
+
+    Example (SmolLM2-135M in fp32, the decode step above): 134.5e6 * 4 + 2*30*192*1280*4 = 538e6 + 59e6 = 597e6.
+    """
+    weights = (shape.body_params + shape.head_params) * shape.dtype_bytes
+    return weights + 2.0 * shape.layers * shape.kv_dim * pairs * shape.dtype_bytes
+
+
+def roofline_seconds(flops: float, bytes_moved: float, peak_flops: float, bandwidth: float) -> float:
+    """max(flops / peak_flops, bytes_moved / bandwidth): the time neither the arithmetic units nor memory allow
+    beating. Example: 4.39e9 flops, 597e6 bytes at 125e9 flop/s and 27e9 B/s -> max(0.0351, 0.0221) = 0.0351 s."""
+    if peak_flops <= 0 or bandwidth <= 0:
+        raise ValueError(f"peak_flops and bandwidth must be > 0; got {peak_flops}, {bandwidth}")
+    return max(flops / peak_flops, bytes_moved / bandwidth)
+
+
+def _best_seconds(fn, repeats: int) -> float:
+    fn()  # warm-up: thread pool, page faults
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def measure_peak_flops(dtype: str = "float32", size: int = 2048, repeats: int = 12) -> float:
+    """The machine's matrix-multiply rate (flop/s) with torch's current thread count: best of `repeats`
+    size x size products (the shape the BLAS runs fastest; the small-M products of decoding get less)."""
+    import torch
+
+    a = torch.randn(size, size, dtype=getattr(torch, dtype))
+    b = torch.randn(size, size, dtype=getattr(torch, dtype))
+    return 2.0 * size**3 / _best_seconds(lambda: a @ b, repeats)
+
+
+def measure_bandwidth(mebibytes: int = 512, repeats: int = 12) -> float:
+    """Memory read rate (bytes/s): best of `repeats` sums over a buffer far larger than any cache."""
+    import torch
+
+    buffer = torch.ones(mebibytes * 2**20 // 4, dtype=torch.float32)
+    return buffer.numel() * 4 / _best_seconds(lambda: buffer.sum(), repeats)

@@ -1,0 +1,224 @@
+"""Where the rollout's time goes, against the arithmetic floor of the same forward passes (issue #16, item 1).
+
+    .venv/bin/python scripts/profile_rollout.py                  # the CPU default run's batch, eager engine
+    .venv/bin/python scripts/profile_rollout.py --compiled       # rollout.enforce_eager=false (Dynamo + Inductor)
+    .venv/bin/python scripts/profile_rollout.py --ops -- rollout.group_size=8   # + torch's op table; overrides
+
+Samples the prompts of the CPU default run's steps 1..N (seeded as the loop seeds them) with r1zero's vLLM
+engine and times, per step: the model's forward passes (prefill and decode apart), the output head
+(`compute_logits`), vLLM's sampler, and the rest of `generate` (scheduler, input preparation, outputs: Python).
+The floor of each forward is `r1zero.bench.floor.roofline_seconds` at this machine's measured matrix-multiply
+rate and memory bandwidth, for the tokens, sampled rows and attention pairs that forward really had. Prints a
+table and one JSON line. Run it on a quiet machine: another busy process moves every number. The two rates are
+measured before and after the run and the best of each is kept (a low measurement would make the floor easy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+
+def model_shape(model_path: str, dtype_bytes: int) -> Any:
+    """ModelShape of a Hugging Face causal LM, counted on the meta device (no weights loaded)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from r1zero.bench.floor import ModelShape
+
+    config = AutoConfig.from_pretrained(model_path)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    layers = model.get_decoder().layers
+    body = sum(p.numel() for p in layers.parameters() if p.dim() == 2)
+    head = model.get_output_embeddings().weight.numel()
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    return ModelShape(
+        body_params=body, head_params=head, layers=len(layers), hidden=config.num_attention_heads * head_dim,
+        kv_dim=kv_heads * head_dim, dtype_bytes=dtype_bytes,
+    )  # fmt: skip
+
+
+class Recorder:
+    """Wraps the engine's forward, output head and sampler; keeps one record per call."""
+
+    def __init__(self) -> None:
+        self.forwards: list[dict[str, float]] = []  # tokens, pairs, seconds
+        self.heads: list[dict[str, float]] = []  # rows, seconds
+        self.sampler_s = 0.0
+
+    def clear(self) -> None:
+        self.forwards, self.heads, self.sampler_s = [], [], 0.0
+
+    def attach(self, runner: Any) -> None:
+        model = runner.get_model()
+        forward, head, sampler = model.forward, model.compute_logits, runner.sampler.forward
+
+        def timed_forward(*args: Any, **kwargs: Any) -> Any:
+            ids = kwargs["input_ids"] if "input_ids" in kwargs else args[0]
+            positions = kwargs["positions"] if "positions" in kwargs else args[1]
+            start = time.perf_counter()
+            out = forward(*args, **kwargs)
+            seconds = time.perf_counter() - start
+            pairs = float((positions.flatten() + 1).sum())  # each token attends to its position + 1 keys
+            self.forwards.append({"tokens": float(ids.numel()), "pairs": pairs, "seconds": seconds})
+            return out
+
+        def timed_head(hidden: Any, *args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            out = head(hidden, *args, **kwargs)
+            self.heads.append({"rows": float(hidden.shape[0]), "seconds": time.perf_counter() - start})
+            return out
+
+        def timed_sampler(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return sampler(*args, **kwargs)
+            finally:
+                self.sampler_s += time.perf_counter() - start
+
+        model.forward, model.compute_logits, runner.sampler.forward = timed_forward, timed_head, timed_sampler
+
+
+def profile(args: argparse.Namespace) -> dict[str, Any]:
+    from r1zero.env import setup_environment
+
+    setup_environment()
+    import torch
+
+    from r1zero.bench.floor import (
+        forward_bytes,
+        forward_flops,
+        measure_bandwidth,
+        measure_peak_flops,
+        roofline_seconds,
+    )
+    from r1zero.bench.loops import compose_config, step_prompts
+    from r1zero.cpu import cpu_flags, describe_vector_features
+    from r1zero.models import resolve_model
+    from r1zero.rollout.base import SamplingSettings
+    from r1zero.rollout.vllm_engine import VLLMEngine, inprocess_worker
+
+    cfg = compose_config(args.overrides)
+    threads = cfg.cpu_threads if cfg.cpu_threads > 0 else os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    dtype = "float32" if cfg.rollout.dtype in ("float32", "auto") else cfg.rollout.dtype
+    peak, bandwidth = measure_peak_flops(dtype), measure_bandwidth()
+    model_path = resolve_model(cfg.model.name)
+    shape = model_shape(model_path, dtype_bytes=torch.empty(0, dtype=getattr(torch, dtype)).element_size())
+    started = time.perf_counter()
+    engine = VLLMEngine.from_config(model_path, cfg.rollout, seed=cfg.seed, enforce_eager=not args.compiled)
+    start_s = time.perf_counter() - started
+    recorder = Recorder()
+    recorder.attach(inprocess_worker(engine._llm).model_runner)
+    prompts = step_prompts(cfg, engine.tokenizer, args.steps + 1)
+
+    def sample(step: int) -> list[Any]:
+        sampling = SamplingSettings.from_config(cfg.rollout, seed=cfg.seed * 1_000_003 + step)
+        return engine.generate(prompts[step], sampling)
+
+    sample(0)  # warm-up, not timed
+    recorder.clear()
+    generate_s, generated = 0.0, 0
+    profiler = _op_profiler() if args.ops else None
+    with profiler or _nothing():
+        for step in range(1, args.steps + 1):
+            started = time.perf_counter()
+            rows = sample(step)
+            generate_s += time.perf_counter() - started
+            generated += sum(len(c.token_ids) for c in rows)
+    engine.close()
+    # The rates once more after the run: on a shared or frequency-scaling machine one measurement can be low,
+    # which would lower the floor's bar; the floor takes the best of both.
+    peak, bandwidth = max(peak, measure_peak_flops(dtype)), max(bandwidth, measure_bandwidth())
+
+    parts: dict[str, dict[str, float]] = {
+        kind: {"calls": 0, "tokens": 0, "seconds": 0, "floor": 0} for kind in ("prefill", "decode")
+    }
+    if len(recorder.heads) != len(recorder.forwards):
+        raise RuntimeError(f"{len(recorder.forwards)} forwards but {len(recorder.heads)} head calls")
+    for fwd, head in zip(recorder.forwards, recorder.heads):
+        kind = "prefill" if fwd["tokens"] > head["rows"] else "decode"
+        flops = forward_flops(shape, int(fwd["tokens"]), int(head["rows"]), int(fwd["pairs"]))
+        part = parts[kind]
+        part["calls"] += 1
+        part["tokens"] += fwd["tokens"]
+        part["seconds"] += fwd["seconds"] + head["seconds"]
+        part["floor"] += roofline_seconds(flops, forward_bytes(shape, int(fwd["pairs"])), peak, bandwidth)
+    head_s = sum(h["seconds"] for h in recorder.heads)
+    model_s = sum(p["seconds"] for p in parts.values())
+    floor_s = sum(p["floor"] for p in parts.values())
+    n = args.steps
+    result = {
+        "compiled": args.compiled, "engine_start_s": round(start_s, 1), "steps": n, "threads": threads,
+        "cpu": describe_vector_features(cpu_flags()), "peak_gflops": round(peak / 1e9, 1), "bandwidth_gbs": round(bandwidth / 1e9, 1),
+        "generate_s": generate_s / n, "floor_s": floor_s / n, "x_floor": generate_s / floor_s,
+        "model_s": model_s / n, "head_s": head_s / n, "sampler_s": recorder.sampler_s / n,
+        "overhead_s": (generate_s - model_s - recorder.sampler_s) / n,
+        "generated_tokens": generated / n,
+        "parts": {k: {m: v / n for m, v in p.items()} for k, p in parts.items()},
+        "overrides": args.overrides,
+    }  # fmt: skip
+    _print_table(result)
+    if profiler is not None:
+        print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.ops_rows))
+    print(json.dumps(result))
+    return result
+
+
+def _op_profiler() -> Any:
+    from torch.profiler import ProfilerActivity, profile
+
+    return profile(activities=[ProfilerActivity.CPU])
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _print_table(r: dict[str, Any]) -> None:
+    def row(name: str, seconds: float, floor: float | None = None, detail: str = "") -> str:
+        ratio = f"{seconds / floor:5.2f}x" if floor else "      "
+        floor_text = f"{floor:8.3f}" if floor is not None else " " * 8
+        return f"| {name:<34} | {seconds:8.3f} | {floor_text} | {ratio} | {detail}"
+
+    mode = "compiled (enforce_eager=false)" if r["compiled"] else "eager"
+    print(
+        f"\nrollout profile, {mode}, {r['steps']} steps, {r['threads']} threads, CPU {r['cpu']}; "
+        f"peak {r['peak_gflops']} GFLOP/s, memory {r['bandwidth_gbs']} GB/s; engine start {r['engine_start_s']} s"
+    )
+    print(f"| {'per step':<34} | {'seconds':>8} | {'floor':>8} | ratio  | detail")
+    print(f"|{'-' * 36}|{'-' * 10}|{'-' * 10}|--------|-------")
+    for kind in ("prefill", "decode"):
+        p = r["parts"][kind]
+        print(row(f"model, {kind} (forward + head)", p["seconds"], p["floor"],
+                  f"{p['calls']:.1f} passes, {p['tokens']:.0f} tokens"))  # fmt: skip
+    print(row("  of which output head", r["head_s"]))
+    print(row("sampler", r["sampler_s"]))
+    print(row("engine overhead (Python)", r["overhead_s"]))
+    print(row("generate", r["generate_s"], r["floor_s"], f"{r['generated_tokens']:.0f} tokens generated"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=8, help="timed steps after one warm-up (default 8)")
+    parser.add_argument("--compiled", action="store_true", help="rollout.enforce_eager=false")
+    parser.add_argument("--ops", action="store_true", help="also print torch's profiler table of the top ops")
+    parser.add_argument("--ops-rows", type=int, default=15)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of the run config (after --)")
+    args = parser.parse_args(argv)
+    profile(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""The rollout floor's arithmetic (r1zero.bench.floor), against counts done by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from r1zero.bench.floor import ModelShape, forward_bytes, forward_flops, roofline_seconds
+
+# A 2-layer toy: hidden 4, kv_dim 2, per layer q 4x4 + k 4x2 + v 4x2 + o 4x4 + mlp 3 x 4x8 = 144; head 10 x 4.
+TOY = ModelShape(body_params=2 * 144, head_params=40, layers=2, hidden=4, kv_dim=2, dtype_bytes=4)
+
+
+def test_prefill_counts_every_token_in_the_body_and_only_sampled_rows_in_the_head() -> None:
+    # 3 tokens of one sequence: pairs 1 + 2 + 3 = 6 (causal), one row to the head.
+    # body 2*3*288 = 1728, head 2*1*40 = 80, attention 4*2*4*6 = 192.
+    assert forward_flops(TOY, tokens=3, logit_rows=1, pairs=6) == 1728 + 80 + 192
+
+
+def test_decode_step_reads_weights_once_and_the_kv_of_each_pair() -> None:
+    # weights (288 + 40) * 4 = 1312 bytes; KV 2 * 2 layers * 2 * 10 pairs * 4 = 320 bytes.
+    assert forward_bytes(TOY, pairs=10) == 1312 + 320
+
+
+def test_smollm2_decode_step_matches_the_docstring() -> None:
+    per_layer = 576 * 576 * 2 + 576 * 192 * 2 + 576 * 1536 * 3
+    smol = ModelShape(30 * per_layer, 49152 * 576, layers=30, hidden=576, kv_dim=192)
+    assert forward_flops(smol, 16, 16, 16 * 80) == pytest.approx(4.39e9, rel=1e-3)
+    assert forward_bytes(smol, 16 * 80) == pytest.approx(597e6, rel=1e-3)
+
+
+def test_roofline_is_the_slower_of_compute_and_memory() -> None:
+    assert roofline_seconds(100.0, 10.0, peak_flops=10.0, bandwidth=100.0) == 10.0  # compute-bound
+    assert roofline_seconds(1.0, 1000.0, peak_flops=10.0, bandwidth=100.0) == 10.0  # memory-bound
+    with pytest.raises(ValueError):
+        roofline_seconds(1.0, 1.0, peak_flops=0.0, bandwidth=1.0)
