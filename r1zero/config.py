@@ -136,7 +136,10 @@ class RolloutConfig:
     enable_sleep_mode: bool = True
     # vLLM: tensor-parallel size per engine (ranks r // tp share one engine replica; must divide the world size).
     tensor_parallel_size: int = 1
-    # vLLM: no CUDA graphs (faster start, slower decode).
+    # vLLM: run the model eagerly. false compiles it (on CPU: Dynamo + Inductor; on GPUs also CUDA graphs):
+    # decode passes faster, start slower. CPU default run, 2 cores: generate ~10-15% faster, engine start
+    # 23-28 s instead of 8-11 s with Inductor's cache warm, ~60 s the first time (scripts/profile_rollout.py).
+    # Weight pushes reach the compiled model on both paths (tests/integration/test_sync_vllm.py, CPU).
     enforce_eager: bool = True
 
     def __post_init__(self) -> None:

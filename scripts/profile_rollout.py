@@ -3,6 +3,7 @@
     .venv/bin/python scripts/profile_rollout.py                  # the CPU default run's batch, eager engine
     .venv/bin/python scripts/profile_rollout.py --compiled       # rollout.enforce_eager=false (Dynamo + Inductor)
     .venv/bin/python scripts/profile_rollout.py --ops -- rollout.group_size=8   # + torch's op table; overrides
+    .venv/bin/python scripts/profile_rollout.py --engine-arg block_size=128     # vLLM's CPU KV blocks (before)
 
 Samples the prompts of the CPU default run's steps 1..N (seeded as the loop seeds them) with r1zero's vLLM
 engine and times, per step: the model's forward passes (prefill and decode apart), the output head
@@ -112,7 +113,10 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
     model_path = resolve_model(cfg.model.name)
     shape = model_shape(model_path, dtype_bytes=torch.empty(0, dtype=getattr(torch, dtype)).element_size())
     started = time.perf_counter()
-    engine = VLLMEngine.from_config(model_path, cfg.rollout, seed=cfg.seed, enforce_eager=not args.compiled)
+    extra = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.engine_arg)}
+    engine = VLLMEngine.from_config(
+        model_path, cfg.rollout, seed=cfg.seed, enforce_eager=not args.compiled, **extra
+    )
     start_s = time.perf_counter() - started
     recorder = Recorder()
     recorder.attach(inprocess_worker(engine._llm).model_runner)
@@ -162,7 +166,7 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
         "overhead_s": (generate_s - model_s - recorder.sampler_s) / n,
         "generated_tokens": generated / n,
         "parts": {k: {m: v / n for m, v in p.items()} for k, p in parts.items()},
-        "overrides": args.overrides,
+        "overrides": args.overrides, "engine_args": args.engine_arg,
     }  # fmt: skip
     _print_table(result)
     if profiler is not None:
@@ -192,6 +196,7 @@ def _print_table(r: dict[str, Any]) -> None:
         return f"| {name:<34} | {seconds:8.3f} | {floor_text} | {ratio} | {detail}"
 
     mode = "compiled (enforce_eager=false)" if r["compiled"] else "eager"
+    mode += "".join(f", {arg}" for arg in r["engine_args"])
     print(
         f"\nrollout profile, {mode}, {r['steps']} steps, {r['threads']} threads, CPU {r['cpu']}; "
         f"peak {r['peak_gflops']} GFLOP/s, memory {r['bandwidth_gbs']} GB/s; engine start {r['engine_start_s']} s"
@@ -213,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=8, help="timed steps after one warm-up (default 8)")
     parser.add_argument("--compiled", action="store_true", help="rollout.enforce_eager=false")
     parser.add_argument("--ops", action="store_true", help="also print torch's profiler table of the top ops")
+    parser.add_argument(
+        "--engine-arg", action="append", default=[], metavar="KEY=JSON",
+        help="an extra vllm.LLM argument, e.g. block_size=128 (vLLM's CPU default, before r1zero's 32)",
+    )  # fmt: skip
     parser.add_argument("--ops-rows", type=int, default=15)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the run config (after --)")
     args = parser.parse_args(argv)

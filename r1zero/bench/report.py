@@ -125,6 +125,7 @@ def summarize(results: Mapping[str, Any]) -> dict[str, Any]:
         summary["memory"] = {
             "naive_mib": memory["naive_bytes"] / 2**20,
             "chunked_mib": memory["chunked_bytes"] / 2**20,
+            "rows": memory.get("rows"),
             "logprob_memory_ratio": ratio(memory["chunked_bytes"], memory["naive_bytes"]),
         }
     target_model = "small" if "small" in models else next(reversed(models), None)
@@ -220,8 +221,8 @@ def render_report(results: Mapping[str, Any]) -> str:
         target = targets["logprob_memory_ratio"]
         verdict = {True: "met", False: "MISSED", None: "-"}[met.get("logprob_memory_ratio")]
         label = (
-            f"logprob+entropy peak, V=49152: chunked {fmt(memory['chunked_mib'])} MiB / naive "
-            f"{fmt(memory['naive_mib'])} MiB"
+            f"logprob+entropy peak, {memory.get('rows')} rows, V=49152: chunked {fmt(memory['chunked_mib'])} MiB / "
+            f"naive {fmt(memory['naive_mib'])} MiB"
         )
         rows.append(
             [label, *([fmt(memory["logprob_memory_ratio"])] * len(names)), f"<= {target.limit}: {verdict}"]
