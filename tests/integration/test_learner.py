@@ -230,6 +230,8 @@ def test_zero2_on_one_rank_takes_the_plain_torch_step_with_clipping(tiny_model_p
         learner = Learner(tiny_model_path, cfg, AlgoConfig(), total_steps=1, max_response_len=8)
         norms.append(learner.train_step(sequences, advantages)["loss/grad_norm"])
         updated.append({k: v.detach().clone() for k, v in learner.module.named_parameters()})
+        if backend == "deepspeed":  # one rank: no flatten-and-copy-back "all-reduce" of the gradients
+            assert learner.engine.enable_backward_allreduce is False
     assert norms[0] > 1e-2  # far above the limit: the clip is active
     assert norms[1] == pytest.approx(norms[0], rel=1e-5)
     for name, value in updated[0].items():
