@@ -7,8 +7,16 @@ from the shell.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import platform
+import sys
 from pathlib import Path
+
+# glibc's malloc, told to keep what a process frees (see `keep_freed_memory`): environment variables for child
+# processes (read when their C library starts), the same settings through mallopt for this one.
+MALLOC_SETTINGS = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1)}
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameter numbers (malloc.h)
 
 
 def cache_dir() -> Path:
@@ -69,4 +77,36 @@ def setup_environment() -> dict[str, str]:
         if name not in os.environ:
             os.environ[name] = value
             applied[name] = value
+    if not has_cuda():
+        applied.update(keep_freed_memory())
     return applied
+
+
+def keep_freed_memory() -> dict[str, str]:
+    """Make glibc's malloc keep the memory the process frees, for the next allocation, instead of handing it
+    back to the kernel. Returns the variables it set ({} when the user set any malloc setting, or no glibc).
+
+    By default glibc serves every allocation above 32 MB with its own mmap and unmaps it on free, and trims the
+    top of its heap: each training step's fresh tensors (the tied head's two [V, H] gradients, 113 MB each for
+    SmolLM2; activations) then touched new pages, 100-250 thousand page faults per learner step of the CPU
+    default (0.4-1 GB of pages zeroed by the kernel each step). With mmap off (`MALLOC_MMAP_MAX_=0`) and trimming
+    only above 2 GiB, the heap's freed chunks are reused: no page faults after the first three steps; learner
+    5.20 -> 4.62 s per step side by side, peak RSS 5.58 -> 5.68 GB (README "Performance"). CPU-only machines only (on GPU hosts
+    host memory is not in the step). Set any of MALLOC_MMAP_MAX_, MALLOC_TRIM_THRESHOLD_,
+    MALLOC_MMAP_THRESHOLD_ or a GLIBC_TUNABLES malloc setting to keep glibc's own behaviour.
+    """
+    users = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")
+    if any(name in os.environ for name in users) or "malloc" in os.environ.get("GLIBC_TUNABLES", ""):
+        return {}
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return {}
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return {}
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    if not (mallopt(_M_MMAP_MAX, 0) and mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)):
+        return {}  # mallopt returns 0 when it refuses a setting
+    os.environ.update(MALLOC_SETTINGS)
+    return dict(MALLOC_SETTINGS)

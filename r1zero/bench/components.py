@@ -314,7 +314,8 @@ def logprob_peak_bytes(variant: str, rows: int, dtype: str = "float32", threads:
     import subprocess
     import sys
 
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS=str(threads))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}  # not r1zero.env's heap reuse
+    env.update(MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS=str(threads))
     out = subprocess.run(
         [sys.executable, "-c", LOGPROB_PROBE, variant, dtype, str(rows)],
         env=env, check=True, capture_output=True, text=True,
