@@ -16,7 +16,10 @@ from pathlib import Path
 # glibc's malloc, told to keep what a process frees (see `keep_freed_memory`): environment variables for child
 # processes (read when their C library starts), the same settings through mallopt for this one.
 MALLOC_SETTINGS = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1)}
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameter numbers (malloc.h)
+_MALLOPT_PARAMS = {
+    "MALLOC_MMAP_MAX_": -4,
+    "MALLOC_TRIM_THRESHOLD_": -1,
+}  # M_MMAP_MAX, M_TRIM_THRESHOLD (malloc.h)
 
 
 def cache_dir() -> Path:
@@ -91,8 +94,8 @@ def keep_freed_memory() -> dict[str, str]:
     SmolLM2; activations) then touched new pages, 100-250 thousand page faults per learner step of the CPU
     default (0.4-1 GB of pages zeroed by the kernel each step). With mmap off (`MALLOC_MMAP_MAX_=0`) and trimming
     only above 2 GiB, the heap's freed chunks are reused: no page faults after the first three steps; learner
-    5.20 -> 4.62 s per step side by side, peak RSS 5.58 -> 5.68 GB (README "Performance"). CPU-only machines only (on GPU hosts
-    host memory is not in the step). Set any of MALLOC_MMAP_MAX_, MALLOC_TRIM_THRESHOLD_,
+    5.20 -> 4.62 s per step side by side, peak RSS 5.58 -> 5.68 GB (README "Performance"). CPU-only machines
+    only (on GPU hosts host memory is not in the step). Set any of MALLOC_MMAP_MAX_, MALLOC_TRIM_THRESHOLD_,
     MALLOC_MMAP_THRESHOLD_ or a GLIBC_TUNABLES malloc setting to keep glibc's own behaviour.
     """
     users = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")
@@ -106,7 +109,7 @@ def keep_freed_memory() -> dict[str, str]:
     except (OSError, AttributeError):
         return {}
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    if not (mallopt(_M_MMAP_MAX, 0) and mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)):
+    if not all(mallopt(_MALLOPT_PARAMS[name], int(value)) for name, value in MALLOC_SETTINGS.items()):
         return {}  # mallopt returns 0 when it refuses a setting
     os.environ.update(MALLOC_SETTINGS)
     return dict(MALLOC_SETTINGS)

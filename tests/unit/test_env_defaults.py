@@ -35,7 +35,7 @@ def test_cpu_default_is_set_unless_the_user_says_otherwise(
 # page faults of its last steps. `settings`: "r1zero" = what setup_environment does; "glibc" = the user kept
 # glibc's own behaviour (MALLOC_MMAP_MAX_ set to glibc's default, which setup_environment then leaves alone).
 _STEP_LOOP = """
-import os, resource, sys
+import resource
 from r1zero.env import setup_environment
 applied = setup_environment()
 import torch
