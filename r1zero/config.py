@@ -263,7 +263,8 @@ class LearnerConfig:
     # prompt's compute paid once instead of G times. False packs (prompt + response) sequences separately.
     share_prompts: bool = True
     # Rows of [tokens, vocab] logits computed at a time in the logprob/entropy pass (512: peak memory ~20% of a
-    # full softmax at 2048 tokens x 49k vocab, measured).
+    # full softmax at 2048 tokens x 49k vocab, measured). A micro-batch whose response tokens fit in one chunk
+    # keeps that chunk's softmax for backward (no second lm_head matmul); larger ones recompute it chunk by chunk.
     logprob_chunk_size: int = 512
     # Use DeepSpeed's JIT-compiled fused/CPU Adam (minutes to compile on first use); False uses torch's AdamW.
     fused_optimizer: bool = False

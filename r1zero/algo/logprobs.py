@@ -6,8 +6,9 @@ Here each chunk of `chunk_size` rows is computed in float32 in ONE [chunk_size, 
 reduced to a few numbers per row and dropped; the backward pass recomputes each chunk from a saved per-row
 logsumexp (custom autograd Functions: nothing of size V is saved). `hidden_to_logprobs` goes further and never
 builds the [M, V] logits at all, in forward or backward: it recomputes each chunk's logits from hidden [M, H] and
-the lm_head weight [V, H]. Peak extra memory is about chunk_size * V * 4 bytes (plus a float32 [V, H] weight
-gradient accumulator), so choose chunk_size for the memory budget: 1024 rows x 49k vocab = 192 MiB.
+the lm_head weight [V, H]; only when one chunk holds every row does it keep that chunk's softmax for backward
+rather than compute its logits twice. Peak extra memory is about chunk_size * V * 4 bytes (plus a float32 [V, H]
+weight gradient accumulator), so choose chunk_size for the memory budget: 1024 rows x 49k vocab = 192 MiB.
 
 Labels must be valid token ids in [0, V) (mask padding after the fact, e.g. with `response_mask`).
 """
@@ -17,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
+
+_ENTROPY_BLOCK = 32  # rows of a kept softmax whose entropy is summed at a time (a [32, V] scratch buffer)
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -49,33 +52,49 @@ def _unnormalised_(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return unnorm, row_max.squeeze(1) + total.log(), total  # [c, V], [c], [c]
 
 
-def _entropy_(unnorm: Tensor, total: Tensor) -> Tensor:
-    """Entropy from u = exp(x - max) [c, V] (OVERWRITTEN) and S = sum u [c]: log S - sum(u log u) / S -> [c].
+def _entropy_(unnorm: Tensor, total: Tensor, *, keep: bool = False) -> Tensor:
+    """Entropy from u = exp(x - max) [c, V] and S = sum u [c]: log S - sum(u log u) / S -> [c].
 
-    Equals -sum p log p for p = u / S; xlogy makes 0 log 0 = 0, so -inf logits are fine.
+    Equals -sum p log p for p = u / S; xlogy makes 0 log 0 = 0, so -inf logits are fine. u is OVERWRITTEN unless
+    keep, which works through _ENTROPY_BLOCK rows at a time in a small scratch buffer instead.
     """
-    return total.log() - torch.special.xlogy(unnorm, unnorm, out=unnorm).sum(dim=-1) / total  # [c]
+    if not keep:
+        return total.log() - torch.special.xlogy(unnorm, unnorm, out=unnorm).sum(dim=-1) / total  # [c]
+    ulogu = unnorm.new_empty(unnorm.shape[0])  # [c]
+    for r in range(0, unnorm.shape[0], _ENTROPY_BLOCK):
+        block = unnorm[r : r + _ENTROPY_BLOCK]  # [b, V]
+        ulogu[r : r + _ENTROPY_BLOCK] = torch.special.xlogy(block, block).sum(dim=-1)  # [b]
+    return total.log() - ulogu / total  # [c]
 
 
-def _chunk_stats_(x: Tensor, labels: Tensor, with_entropy: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+def _chunk_stats_(
+    x: Tensor, labels: Tensor, with_entropy: bool, *, keep: bool = False
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
     """Per-row logsumexp, label logprob and entropy of scaled logits x [c, V]; OVERWRITES x, allocates no [c, V].
 
-    Returns (lse [c], logprob [c], entropy [c] or None).
+    Returns (lse [c], logprob [c], entropy [c] or None, S [c]). x ends as u = exp(x - row max) (S = its row sums,
+    softmax = u / S) when keep, else as scratch.
     """
     picked = x.gather(1, labels.unsqueeze(1)).squeeze(1)  # [c], before x is overwritten
     unnorm, lse, total = _unnormalised_(x)  # [c, V], [c], [c]
-    return lse, picked - lse, (_entropy_(unnorm, total) if with_entropy else None)  # [c], [c], [c] | None
+    entropy = _entropy_(unnorm, total, keep=keep) if with_entropy else None  # [c] | None
+    return lse, picked - lse, entropy, total  # [c], [c], [c] | None, [c]
+
+
+def _softmax_grad_(unnorm: Tensor, total: Tensor, labels: Tensor, grad: Tensor, temperature: float) -> Tensor:
+    """d(sum grad * logprob)/d(raw logits) = (onehot(label) - unnorm / total) * grad / temperature.
+
+    unnorm [c, V] is the softmax times total [c] (OVERWRITTEN: the result reuses its memory), labels [c], grad [c]
+    -> [c, V]. Example: unnorm [[1, 3]], total [4], label 1, grad 1, temperature 1 -> [[-0.25, 0.25]].
+    """
+    g = unnorm.mul_((-grad / total).unsqueeze(1))  # [c, V]: -softmax * grad
+    g.scatter_add_(1, labels.unsqueeze(1), grad.unsqueeze(1))  # [c, V]
+    return g.div_(temperature) if temperature != 1.0 else g  # [c, V]
 
 
 def _chunk_grad_logits_(x: Tensor, labels: Tensor, lse: Tensor, grad: Tensor, temperature: float) -> Tensor:
-    """d(sum grad * logprob)/d(raw logits) for one chunk: (onehot(label) - softmax(x)) * grad / temperature.
-
-    x [c, V] scaled logits (compute dtype; OVERWRITTEN: the result reuses its memory), labels [c], lse [c],
-    grad [c] -> [c, V] (compute dtype).
-    """
-    g = x.sub_(lse.unsqueeze(1)).exp_().mul_(-grad.unsqueeze(1))  # [c, V]: -softmax * grad
-    g.scatter_add_(1, labels.unsqueeze(1), grad.unsqueeze(1))  # [c, V]
-    return g.div_(temperature) if temperature != 1.0 else g  # [c, V]
+    """_softmax_grad_ of one chunk's scaled logits x [c, V] (OVERWRITTEN) given their logsumexp lse [c] -> [c, V]."""
+    return _softmax_grad_(x.sub_(lse.unsqueeze(1)).exp_(), torch.ones_like(lse), labels, grad, temperature)
 
 
 class _ChunkedLogprobs(torch.autograd.Function):
@@ -91,7 +110,7 @@ class _ChunkedLogprobs(torch.autograd.Function):
         lse = logits.new_empty(rows, dtype=dtype)  # [M]
         for s in range(0, rows, chunk_size):
             x = _owned_scaled(logits[s : s + chunk_size], dtype, temperature)  # [c, V]
-            lse_c, lp_c, _ = _chunk_stats_(x, labels[s : s + chunk_size], with_entropy=False)
+            lse_c, lp_c, _, _ = _chunk_stats_(x, labels[s : s + chunk_size], with_entropy=False)
             lse[s : s + chunk_size], logprobs[s : s + chunk_size] = lse_c, lp_c
             del x  # free before the next chunk's buffer exists
         ctx.save_for_backward(logits, labels, lse)
@@ -187,7 +206,11 @@ def _grad_hidden(g: Tensor, weight: Tensor) -> Tensor:
 
 
 class _ChunkedLinearLogprobs(torch.autograd.Function):
-    """hidden [M, H], weight [V, H], labels [M] -> (logprobs [M], entropy [M] or [0]); saves only lse [M]."""
+    """hidden [M, H], weight [V, H], labels [M] -> (logprobs [M], entropy [M] or [0]).
+
+    Saves the per-row logsumexp [M]; with keep (all rows in one chunk, and a backward to come) also that chunk's
+    u = exp(x - row max) [M, V] and its row sums [M], so backward needs no second logits matmul.
+    """
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -198,21 +221,25 @@ class _ChunkedLinearLogprobs(torch.autograd.Function):
         temperature: float,
         chunk_size: int,
         with_entropy: bool,
+        keep: bool,
     ) -> tuple[Tensor, Tensor]:
         dtype = _compute_dtype(hidden.dtype)
         rows = hidden.shape[0]
         logprobs = hidden.new_empty(rows, dtype=dtype)  # [M]
         lse = hidden.new_empty(rows, dtype=dtype)  # [M]
         entropy = hidden.new_empty(rows if with_entropy else 0, dtype=dtype)  # [M] or [0]
+        kept = kept_total = hidden.new_empty(0, dtype=dtype)  # [0]; keep: [M, V] and [M]
         for s in range(0, rows, chunk_size):
             sl = slice(s, s + chunk_size)
             x = _logits_(hidden[sl], weight, dtype, temperature)  # [c, V]
-            lse[sl], logprobs[sl], ent_c = _chunk_stats_(x, labels[sl], with_entropy)
+            lse[sl], logprobs[sl], ent_c, total = _chunk_stats_(x, labels[sl], with_entropy, keep=keep)
             if ent_c is not None:
                 entropy[sl] = ent_c
+            if keep:  # rows <= chunk_size: this is the only chunk
+                kept, kept_total = x, total  # [M, V], [M]
             del x
-        ctx.save_for_backward(hidden, weight, labels, lse)
-        ctx.temperature, ctx.chunk_size = temperature, chunk_size  # type: ignore[attr-defined]
+        ctx.save_for_backward(hidden, weight, labels, lse, kept, kept_total)
+        ctx.temperature, ctx.chunk_size, ctx.keep = temperature, chunk_size, keep  # type: ignore[attr-defined]
         ctx.mark_non_differentiable(entropy)
         return logprobs, entropy
 
@@ -220,25 +247,38 @@ class _ChunkedLinearLogprobs(torch.autograd.Function):
     @once_differentiable
     def backward(  # type: ignore[override]
         ctx: FunctionCtx, grad_out: Tensor, _grad_entropy: Tensor | None
-    ) -> tuple[Tensor | None, Tensor | None, None, None, None, None]:
-        hidden, weight, labels, lse = ctx.saved_tensors  # type: ignore[attr-defined]
+    ) -> tuple[Tensor | None, Tensor | None, None, None, None, None, None]:
+        if ctx.keep == "used":  # type: ignore[attr-defined]
+            raise RuntimeError(
+                "hidden_to_logprobs: a second backward through the same graph (retain_graph=True) is not supported "
+                "when all rows fit in one chunk (the first backward overwrote the kept softmax); pass a chunk_size "
+                "below the number of rows to recompute instead"
+            )
+        if ctx.keep:  # type: ignore[attr-defined]
+            ctx.keep = "used"  # type: ignore[attr-defined]
+        hidden, weight, labels, lse, kept, kept_total = ctx.saved_tensors  # type: ignore[attr-defined]
         temperature, chunk = ctx.temperature, ctx.chunk_size  # type: ignore[attr-defined]
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]  # type: ignore[attr-defined]
         grad_hidden = torch.empty_like(hidden) if need_h else None  # [M, H]
-        # Accumulate the weight gradient over chunks in float32 (or float64) even for bf16 weights.
-        grad_weight = torch.zeros(weight.shape, dtype=lse.dtype, device=weight.device) if need_w else None
+        # The weight gradient is accumulated over chunks in float32 (or float64) even for bf16 weights.
+        grad_weight: Tensor | None = None  # [V, H]
         for s in range(0, hidden.shape[0], chunk):
             sl = slice(s, s + chunk)
             h = hidden[sl]  # [c, H]
-            x = _logits_(h, weight, lse.dtype, temperature)  # [c, V], recomputed
-            g = _chunk_grad_logits_(x, labels[sl], lse[sl], grad_out[sl], temperature)  # [c, V], x's memory
+            if kept.numel():  # the forward's softmax, no second matmul
+                g = _softmax_grad_(kept, kept_total, labels, grad_out, temperature)  # [M, V], kept's memory
+            else:
+                x = _logits_(h, weight, lse.dtype, temperature)  # [c, V], recomputed
+                g = _chunk_grad_logits_(x, labels[sl], lse[sl], grad_out[sl], temperature)  # [c, V], in x
+                del x
             if grad_hidden is not None:
                 grad_hidden[sl] = _grad_hidden(g, weight)  # [c, H]
-            if grad_weight is not None:
-                grad_weight.addmm_(g.t(), h.to(lse.dtype))  # [V, H]
-            del x, g  # free before the next chunk's buffer exists
+            if need_w:
+                h32 = h.to(lse.dtype)  # [c, H]
+                grad_weight = g.t() @ h32 if grad_weight is None else grad_weight.addmm_(g.t(), h32)  # [V, H]
+            del g  # free before the next chunk's buffer exists
         grad_weight = grad_weight.to(weight.dtype) if grad_weight is not None else None  # [V, H]
-        return grad_hidden, grad_weight, None, None, None, None
+        return grad_hidden, grad_weight, None, None, None, None, None
 
 
 def hidden_to_logprobs(
@@ -256,7 +296,10 @@ def hidden_to_logprobs(
     Returns (logprobs [M], differentiable w.r.t. hidden and weight; entropy [M] detached, or None).
     Memory: one [chunk_size, V] float32 buffer at a time (plus the matmul's own output for bf16 inputs);
     backward recomputes each chunk's logits (one extra matmul) and saves only hidden, weight (already alive),
-    labels and a per-row logsumexp [M]; the weight gradient is accumulated in a float32 [V, H] buffer.
+    labels and a per-row logsumexp [M]; the weight gradient is accumulated in a float32 [V, H] buffer. When all
+    M rows fit in one chunk (M <= chunk_size) and a backward is to come, the forward keeps that one buffer's
+    softmax for backward instead (the same peak, held from forward to backward, no second matmul); a second
+    backward through the same graph then raises.
     No bias (lm heads of Llama/Qwen have none). Outputs are float32 (float64 for float64 inputs).
     Example: hidden [[1, 0]], weight [[0, 0], [ln 3, 0]], labels [1] -> logits [0, ln 3]
              -> logprob log(3 / 4) = -0.2877, entropy -(.25 ln .25 + .75 ln .75) = 0.5623.
@@ -265,7 +308,11 @@ def hidden_to_logprobs(
     lead = hidden.shape[:-1]
     flat_hidden = hidden.reshape(-1, hidden.shape[-1])  # [M, H]
     flat_labels = labels.reshape(-1)  # [M]
+    # One chunk and a backward to come: keep the chunk's softmax rather than recompute its logits in backward
+    # (the same [c, V] buffer, alive from here to backward; saves one [M, H] x [H, V] matmul).
+    keep = torch.is_grad_enabled() and (hidden.requires_grad or lm_head_weight.requires_grad)
+    keep = keep and flat_hidden.shape[0] <= chunk_size
     logprobs, entropy = _ChunkedLinearLogprobs.apply(
-        flat_hidden, lm_head_weight, flat_labels, temperature, chunk_size, with_entropy
+        flat_hidden, lm_head_weight, flat_labels, temperature, chunk_size, with_entropy, keep
     )
     return logprobs.reshape(lead), (entropy.reshape(lead) if with_entropy else None)  # [...], [...] | None

@@ -8,6 +8,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import r1zero.algo.logprobs as logprobs_module
 from r1zero.algo import entropy_from_logits, hidden_to_logprobs, token_logprobs
@@ -120,10 +121,16 @@ def test_bad_chunk_or_temperature_raise() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- hidden_to_logprobs
+# rows > chunk: backward recomputes each chunk's logits; rows <= chunk: one chunk, its softmax kept for backward
+# (entropy summed _ENTROPY_BLOCK rows at a time: 2 exercises that loop)
 @pytest.mark.parametrize(
-    ("rows", "chunk", "temperature"), [(13, 4, 1.0), (13, 1, 0.7), (8, 8, 1.0), (5, 64, 1.3)]
+    ("rows", "chunk", "temperature", "entropy_block"),
+    [(13, 4, 1.0, 32), (13, 1, 0.7, 32), (8, 8, 1.0, 32), (5, 64, 1.3, 32), (7, 64, 0.8, 2)],
 )
-def test_hidden_to_logprobs_matches_naive(rows: int, chunk: int, temperature: float) -> None:
+def test_hidden_to_logprobs_matches_naive(
+    monkeypatch: pytest.MonkeyPatch, rows: int, chunk: int, temperature: float, entropy_block: int
+) -> None:
+    monkeypatch.setattr(logprobs_module, "_ENTROPY_BLOCK", entropy_block)
     gen = torch.Generator().manual_seed(rows * chunk)
     hidden = torch.randn(rows, 6, generator=gen, dtype=F64, requires_grad=True)  # [M, H]
     weight = torch.randn(23, 6, generator=gen, dtype=F64, requires_grad=True)  # [V, H]
@@ -152,9 +159,64 @@ def test_hidden_to_logprobs_shapes_options_and_gradcheck() -> None:
     # only the hidden states need a gradient (e.g. a frozen lm_head)
     (grad_h,) = torch.autograd.grad(lp.sum(), hidden)
     assert grad_h.shape == hidden.shape
+    # gradcheck runs backward many times through one graph, so it takes the recomputing path (6 rows, chunks of 4);
+    # the one-chunk path is checked against float64 autograd in test_hidden_to_logprobs_matches_naive
     assert torch.autograd.gradcheck(
         lambda h, w: hidden_to_logprobs(h, w, labels, temperature=0.9, chunk_size=4)[0], (hidden, weight)
     )
+
+
+def test_softmax_grad_hand_values() -> None:
+    # softmax [1/4, 3/4], label 1, upstream 1: onehot - p = [-1/4, 1/4]; upstream 2 at temperature 2: the same
+    g = logprobs_module._softmax_grad_(
+        torch.tensor([[1.0, 3.0]]), torch.tensor([4.0]), torch.tensor([1]), torch.tensor([1.0]), 1.0
+    )
+    torch.testing.assert_close(g, torch.tensor([[-0.25, 0.25]]))
+    g = logprobs_module._softmax_grad_(
+        torch.tensor([[1.0, 3.0]]), torch.tensor([4.0]), torch.tensor([1]), torch.tensor([2.0]), 2.0
+    )
+    torch.testing.assert_close(g, torch.tensor([[-0.25, 0.25]]))
+
+
+class _CountMatmuls(TorchDispatchMode):
+    """Counts the aten matrix products that run inside the mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        if func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.addmm, torch.ops.aten.addmm_):
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize(("chunk", "products"), [(4, 2 + 2 * 3), (8, 1 + 2), (64, 1 + 2)])
+def test_one_chunk_backward_needs_no_second_logits_matmul(chunk: int, products: int) -> None:
+    # 8 rows in chunks of 4: forward 1 logits product per chunk; backward per chunk the recomputed logits,
+    # d hidden and d weight. 8 rows in one chunk (8 or 64): forward 1; backward d hidden and d weight only
+    hidden = torch.randn(8, 5, requires_grad=True)  # [M, H]
+    weight = torch.randn(11, 5, requires_grad=True)  # [V, H]
+    labels = torch.randint(0, 11, (8,))  # [M]
+    with _CountMatmuls() as counter:
+        lp, _ = hidden_to_logprobs(hidden, weight, labels, chunk_size=chunk)
+        lp.sum().backward()
+    assert counter.count == products
+
+
+def test_kept_softmax_refuses_a_second_backward_and_recompute_allows_it() -> None:
+    hidden = torch.randn(6, 4, dtype=F64, requires_grad=True)  # [M, H]
+    weight = torch.randn(9, 4, dtype=F64, requires_grad=True)  # [V, H]
+    labels = torch.randint(0, 9, (6,))  # [M]
+    lp, _ = hidden_to_logprobs(hidden, weight, labels, chunk_size=2)  # 3 chunks: recomputed, may run twice
+    first = torch.autograd.grad(lp.sum(), (hidden, weight), retain_graph=True)
+    second = torch.autograd.grad(lp.sum(), (hidden, weight))
+    for a, b in zip(first, second):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    lp, _ = hidden_to_logprobs(hidden, weight, labels, chunk_size=6)  # one chunk: kept, used up by backward
+    torch.autograd.grad(lp.sum(), (hidden, weight), retain_graph=True)
+    with pytest.raises(RuntimeError, match="second backward"):
+        torch.autograd.grad(lp.sum(), (hidden, weight))
 
 
 @pytest.mark.parametrize("cast_block", [2, 256])
@@ -224,5 +286,10 @@ def test_hidden_to_logprobs_saves_no_vocab_sized_tensor() -> None:
     naive_bytes = saved_bytes(naive, inputs)
     assert naive_bytes >= full  # the naive graph keeps the [M, V] log-softmax (and more)
     assert ours <= rows * 8  # only the per-row logsumexp [M] float32 (4 bytes/row) is new
+    # all rows in one chunk: that chunk's float32 softmax [M, V] is kept (the buffer backward would rebuild)
+    one_chunk = saved_bytes(lambda: hidden_to_logprobs(hidden, weight, labels, chunk_size=rows), inputs)
+    assert full <= one_chunk <= full + rows * 12  # + logsumexp and row sums [M]
+    with torch.no_grad():  # no backward to come: nothing kept
+        assert saved_bytes(lambda: hidden_to_logprobs(hidden, weight, labels, chunk_size=rows), inputs) == 0
     token = saved_bytes(lambda: token_logprobs(hidden @ weight.t(), labels, chunk_size=32), inputs)
     assert token <= full + rows * 8  # token_logprobs keeps the logits it was given, no float32 copy on top
