@@ -239,7 +239,8 @@ class _ChunkedLinearLogprobs(torch.autograd.Function):
                 kept, kept_total = x, total  # [M, V], [M]
             del x
         ctx.save_for_backward(hidden, weight, labels, lse, kept, kept_total)
-        ctx.temperature, ctx.chunk_size, ctx.keep = temperature, chunk_size, keep  # type: ignore[attr-defined]
+        ctx.temperature, ctx.chunk_size = temperature, chunk_size  # type: ignore[attr-defined]
+        ctx.keep, ctx.kept_used = keep, False  # type: ignore[attr-defined]
         ctx.mark_non_differentiable(entropy)
         return logprobs, entropy
 
@@ -248,14 +249,13 @@ class _ChunkedLinearLogprobs(torch.autograd.Function):
     def backward(  # type: ignore[override]
         ctx: FunctionCtx, grad_out: Tensor, _grad_entropy: Tensor | None
     ) -> tuple[Tensor | None, Tensor | None, None, None, None, None, None]:
-        if ctx.keep == "used":  # type: ignore[attr-defined]
+        if ctx.kept_used:  # type: ignore[attr-defined]
             raise RuntimeError(
                 "hidden_to_logprobs: a second backward through the same graph (retain_graph=True) is not supported "
                 "when all rows fit in one chunk (the first backward overwrote the kept softmax); pass a chunk_size "
                 "below the number of rows to recompute instead"
             )
-        if ctx.keep:  # type: ignore[attr-defined]
-            ctx.keep = "used"  # type: ignore[attr-defined]
+        ctx.kept_used = ctx.keep  # type: ignore[attr-defined]
         hidden, weight, labels, lse, kept, kept_total = ctx.saved_tensors  # type: ignore[attr-defined]
         temperature, chunk = ctx.temperature, ctx.chunk_size  # type: ignore[attr-defined]
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]  # type: ignore[attr-defined]
@@ -266,7 +266,7 @@ class _ChunkedLinearLogprobs(torch.autograd.Function):
             sl = slice(s, s + chunk)
             h = hidden[sl]  # [c, H]
             if kept.numel():  # the forward's softmax, no second matmul
-                g = _softmax_grad_(kept, kept_total, labels, grad_out, temperature)  # [M, V], kept's memory
+                g = _softmax_grad_(kept, kept_total, labels[sl], grad_out[sl], temperature)  # [c, V], in kept
             else:
                 x = _logits_(h, weight, lse.dtype, temperature)  # [c, V], recomputed
                 g = _chunk_grad_logits_(x, labels[sl], lse[sl], grad_out[sl], temperature)  # [c, V], in x
