@@ -4,6 +4,7 @@
     r1zero-bench --quick              # small only, one round, fewer repetitions, TRL's vLLM not tried (~3 min)
     r1zero-bench --models small --reps 8 --override rollout.max_new_tokens=64
     r1zero-bench --learning           # time to accuracy: the CPU default run vs TRL for the same seconds (~20 min)
+    r1zero-bench --learning --seeds 0,1,2,3   # the same for 4 seeds, and the means (~80 min)
 
 Every measurement runs in its own fresh process (r1zero.bench.worker), one after the other: r1zero's loop and
 TRL's GRPOTrainer, alternating for `--rounds` rounds, then r1zero's phases against raw references
@@ -30,7 +31,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from r1zero.bench.learning import render_learning
+from r1zero.bench.learning import render_learning, render_seeds
 from r1zero.bench.report import NOISY, merge_rounds, render_report, summarize
 from r1zero.config import LearnerConfig
 from r1zero.cpu import cpu_flags, describe_vector_features, has_native_bf16
@@ -174,6 +175,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="r1zero's steps for --learning (default: the config's)",
     )
+    parser.add_argument(
+        "--seeds", default=None,
+        help="comma-separated seeds for --learning: the whole comparison once per seed (its prompts, sampling and "
+        "held-out problems), then the means (default: the config's one seed)",
+    )  # fmt: skip
     parser.add_argument("--skip-trl", action="store_true")
     parser.add_argument("--skip-memory", action="store_true", help="skip the logprob memory probe")
     parser.add_argument(
@@ -198,6 +204,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.reps = args.reps if args.reps is not None else (3 if args.quick else 6)
     args.trl_generation = args.trl_generation or ("hf" if args.quick else "auto")
     args.rounds = args.rounds if args.rounds is not None else (1 if args.quick else 2)
+    if args.seeds is not None:
+        if not args.learning:
+            parser.error("--seeds applies to --learning only")
+        try:
+            args.seeds = [int(seed) for seed in args.seeds.split(",")]
+        except ValueError:
+            parser.error(f"--seeds takes comma-separated integers, e.g. 0,1,2; got {args.seeds!r}")
+        if len(set(args.seeds)) != len(args.seeds):
+            parser.error(f"--seeds has a seed twice: {args.seeds}")
     return args
 
 
@@ -227,6 +242,12 @@ def main(argv: list[str] | None = None) -> None:
                 break
         return best
 
+    if args.learning and args.seeds:
+        per_seed = {str(seed): learning_comparison(args, measure, seed) for seed in args.seeds}
+        results["learning"] = {"per_seed": per_seed}
+        tables = [f"seed {seed}:\n{render_learning(result)}" for seed, result in per_seed.items()]
+        _finish(results, args, env, started, "\n\n".join([*tables, render_seeds(per_seed)]), workdir)
+        return
     if args.learning:
         results["learning"] = learning_comparison(args, measure)
         _finish(results, args, env, started, render_learning(results["learning"]), workdir)
@@ -270,27 +291,31 @@ def main(argv: list[str] | None = None) -> None:
     _finish(results, args, env, started, render_report(results), workdir)
 
 
-def learning_comparison(args: argparse.Namespace, measure: Any) -> dict[str, Any]:
-    """r1zero's run, TRL for its training seconds, then the base and both trained models on the held-out set."""
+def learning_comparison(args: argparse.Namespace, measure: Any, seed: int | None = None) -> dict[str, Any]:
+    """r1zero's run, TRL for its training seconds, then the base and both trained models on the held-out set;
+    with `seed`, all of it at that seed (worker names get a `-seedN` suffix)."""
     from r1zero.bench.loops import compose_config
 
-    overrides = [f"cpu_threads={args.threads}", *args.override]
+    overrides = [f"cpu_threads={args.threads}", *args.override, *([] if seed is None else [f"seed={seed}"])]
+    tag = "" if seed is None else f"-seed{seed}"
     cfg = compose_config(overrides)
     steps = args.learning_steps or cfg.steps
     out: dict[str, Any] = {"overrides": overrides}
     out["r1zero"] = measure(
-        {"kind": "r1zero_learning", "overrides": overrides, "steps": steps}, "learning-r1zero"
+        {"kind": "r1zero_learning", "overrides": overrides, "steps": steps}, f"learning-r1zero{tag}"
     )
     if not out["r1zero"].get("ok"):
         return out
     budget = out["r1zero"]["train_s"]
-    out["trl"] = measure({"kind": "trl_learning", "overrides": overrides, "seconds": budget}, "learning-trl")
+    out["trl"] = measure(
+        {"kind": "trl_learning", "overrides": overrides, "seconds": budget}, f"learning-trl{tag}"
+    )
     models = {"base": cfg.model.name, "r1zero_eval": out["r1zero"]["model"]}
     if out["trl"].get("ok"):
         models["trl_eval"] = out["trl"]["model"]
     for name, model in models.items():
         spec = {"kind": "held_out", "overrides": overrides, "model": model}
-        out[name] = measure(spec, f"learning-{name.removesuffix('_eval')}-held-out")
+        out[name] = measure(spec, f"learning-{name.removesuffix('_eval')}-held-out{tag}")
     return out
 
 

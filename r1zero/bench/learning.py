@@ -3,10 +3,14 @@ prompts with the same settings for the same training seconds; then both models a
 problems, greedy, through the same evaluation (`r1zero.eval.run_eval`).
 
     r1zero-bench --learning                       # the CPU default run (60 steps) against TRL: ~20 min, 2 cores
+    r1zero-bench --learning --seeds 0,1,2,3       # the same comparison for each seed (its own prompts, its own
+                                                  # held-out problems), then the means: ~80 min
 
 r1zero trains first for `--learning-steps` steps. Its training seconds (the sum of its step times, evaluation and
 start-up excluded) become TRL's budget. TRL stops at the first step end past the budget (start-up excluded too).
 The base model is evaluated the same way. The three evaluations run in fresh processes and so does each trainer.
+One seed is one sample of a noisy outcome (held-out accuracies of the same settings ranged 25-67% over 4 seeds on
+a 2-core CPU, README "Performance"): `--seeds` repeats the comparison and reports the means.
 """
 
 from __future__ import annotations
@@ -106,6 +110,34 @@ def render_learning(result: dict[str, Any]) -> str:
         lines.append(f"\nr1zero's step takes {r1['step_s_median'] / trl['step_s_median']:.2f}x TRL's time.")
     if r1.get("ok") and r1.get("run_eval_last") is not None:
         lines.append(f"(r1zero's own end-of-run evaluation: {_pct(r1['run_eval_last'])})")
+    return "\n".join(lines)
+
+
+def render_seeds(per_seed: dict[str, dict[str, Any]]) -> str:
+    """One row per seed (each its own prompts and held-out problems) and the mean over the seeds where all
+    three evaluations and both trainers succeeded; per_seed: {seed: a `learning_comparison` result}.
+
+    Example: seeds "0" and "1" with r1zero 0.5 and 0.7 after, TRL 0.6 and 0.4 -> means 60.0% and 50.0%."""
+    head = (
+        "| seed | held-out before | r1zero after | TRL after | r1zero steps | TRL steps | step time vs TRL |"
+    )
+    lines = [head, "|---|---|---|---|---|---|---|"]
+    complete: list[tuple[float, float, float, float]] = []  # (before, r1zero after, TRL after, ratio)
+    for seed, result in per_seed.items():
+        r1, trl = result.get("r1zero", {}), result.get("trl", {})
+        accuracy = {k: result.get(k, {}).get("accuracy") for k in ("base", "r1zero_eval", "trl_eval")}
+        ratio = r1["step_s_median"] / trl["step_s_median"] if r1.get("ok") and trl.get("ok") else None
+        lines.append(
+            f"| {seed} | {_pct(accuracy['base'])} | {_pct(accuracy['r1zero_eval'])} | {_pct(accuracy['trl_eval'])} | "
+            f"{r1.get('steps', '-')} | {trl.get('steps', '-')} | {'-' if ratio is None else f'{ratio:.2f}x'} |"
+        )
+        if ratio is not None and None not in accuracy.values():
+            complete.append((accuracy["base"], accuracy["r1zero_eval"], accuracy["trl_eval"], ratio))
+    if complete:
+        mean = [sum(column) / len(complete) for column in zip(*complete)]
+        lines.append(
+            f"| mean of {len(complete)} | {_pct(mean[0])} | {_pct(mean[1])} | {_pct(mean[2])} | | | {mean[3]:.2f}x |"
+        )
     return "\n".join(lines)
 
 

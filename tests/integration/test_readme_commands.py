@@ -81,6 +81,7 @@ COVERAGE: dict[str, str] = {
     "r1zero-bench": "test_bench",
     "r1zero-bench --models small": "test_bench",
     "r1zero-bench --learning": "test_bench_learning",
+    "r1zero-bench --learning --seeds 0,1,2,3": "test_bench_learning_seeds",
     "r1zero-train experiment=countdown_qwen2.5_3b": (
         NOT_HERE + "a GPU recipe (Qwen2.5-3B); each recipe runs a step on tiny in test_experiments_smoke.py"
     ),
@@ -378,6 +379,31 @@ def test_bench_learning(tmp_path: Path) -> None:
     )  # TRL stops at the first step end past the budget
     assert all(result[p]["problems"] == 8 for p in ("base", "r1zero_eval", "trl_eval"))
     assert "| r1zero | " in out and "| trl | " in out and "x TRL's time" in out
+
+
+@pytest.mark.slow
+def test_bench_learning_seeds(tmp_path: Path) -> None:
+    """`r1zero-bench --learning --seeds 0,1,2,3`, shrunk to two seeds of test_bench_learning's size (~3 min: slow,
+    out of CI; test_bench_learning runs the same workers and tests/unit/test_bench.py the per-seed path)."""
+    extra = ["--learning-steps", "1", "--retries", "0", "--out", str(tmp_path / "bench.json")]
+    extra += [
+        "--workdir",
+        str(tmp_path / "work"),
+        "--override",
+        "model=tiny",
+        "--override",
+        "task.num_eval=8",
+    ]
+    argv = _command("r1zero-bench --learning --seeds 0,1,2,3", *extra)
+    argv[argv.index("0,1,2,3")] = "0,1"
+    out = _run(argv, tmp_path / "log")
+    per_seed = json.loads((tmp_path / "bench.json").read_text())["learning"]["per_seed"]
+    assert list(per_seed) == ["0", "1"]
+    for seed, result in per_seed.items():
+        for part in ("r1zero", "trl", "base", "r1zero_eval", "trl_eval"):
+            assert result[part]["ok"], f"seed {seed}, {part}: {result[part].get('error')}"
+        assert result["overrides"][-1] == f"seed={seed}" and result["r1zero"]["steps"] == 1
+    assert "seed 0:" in out and "seed 1:" in out and "| mean of 2 |" in out
 
 
 def test_disaggregated_cpu(tmp_path: Path) -> None:

@@ -235,3 +235,90 @@ def test_merge_rounds_pools_steps_and_keeps_the_worst_noise() -> None:
     assert merged["peak_rss_mib"] == 12.0 and merged["foreign_cpu_share"] == 0.03
     assert merged["completion_tokens_per_step"] == 511.0
     assert merge_rounds([{"ok": False, "error": "x"}]) == {"ok": False, "error": "x"}
+
+
+def test_seeds_flag_is_for_learning_and_takes_distinct_integers() -> None:
+    from r1zero.bench import parse_args
+
+    assert parse_args(["--learning", "--seeds", "0,2,3"]).seeds == [0, 2, 3]
+    assert parse_args(["--learning"]).seeds is None
+    for bad in (["--seeds", "0,1"], ["--learning", "--seeds", "0,x"], ["--learning", "--seeds", "1,1"]):
+        with pytest.raises(SystemExit):
+            parse_args(bad)
+
+
+def test_learning_comparison_runs_every_worker_at_the_seed() -> None:
+    from r1zero.bench import learning_comparison, parse_args
+
+    calls: list[tuple[dict, str]] = []
+
+    def measure(spec: dict, name: str) -> dict:
+        calls.append((spec, name))
+        if spec["kind"] == "r1zero_learning":
+            return {"ok": True, "train_s": 12.0, "model": "/m/r1zero"}
+        if spec["kind"] == "trl_learning":
+            return {"ok": True, "model": "/m/trl"}
+        return {"ok": True, "accuracy": 0.5}
+
+    args = parse_args(["--learning", "--learning-steps", "3", "--seeds", "7", "--override", "model=tiny"])
+    out = learning_comparison(args, measure, seed=7)
+    names = [name for _, name in calls]
+    assert names == ["learning-r1zero-seed7", "learning-trl-seed7", "learning-base-held-out-seed7",
+                     "learning-r1zero-held-out-seed7", "learning-trl-held-out-seed7"]  # fmt: skip
+    assert all(spec["overrides"][-1] == "seed=7" and "model=tiny" in spec["overrides"] for spec, _ in calls)
+    assert calls[0][0]["steps"] == 3 and calls[1][0]["seconds"] == 12.0  # TRL gets r1zero's training seconds
+    assert [calls[k][0]["model"] for k in (3, 4)] == ["/m/r1zero", "/m/trl"]
+    assert out["overrides"][-1] == "seed=7"
+
+
+def test_render_seeds_rows_and_means_over_complete_seeds() -> None:
+    from r1zero.bench.learning import render_seeds
+
+    def seed(before: float, r1: float, trl: float | None, r1_step: float, trl_step: float) -> dict:
+        return {
+            "r1zero": {"ok": True, "steps": 60, "step_s_median": r1_step},
+            "trl": {"ok": trl is not None, "steps": 20, "step_s_median": trl_step},
+            "base": {"ok": True, "accuracy": before},
+            "r1zero_eval": {"ok": True, "accuracy": r1},
+            "trl_eval": {"ok": trl is not None, **({} if trl is None else {"accuracy": trl})},
+        }
+
+    table = render_seeds({"0": seed(0.25, 0.5, 0.75, 5.0, 20.0), "1": seed(0.25, 0.7, 0.4, 9.0, 20.0),
+                          "2": seed(0.1, 0.9, None, 5.0, 20.0)})  # fmt: skip
+    lines = table.splitlines()
+    assert lines[2] == "| 0 | 25.0% | 50.0% | 75.0% | 60 | 20 | 0.25x |"
+    assert lines[3] == "| 1 | 25.0% | 70.0% | 40.0% | 60 | 20 | 0.45x |"
+    assert lines[4] == "| 2 | 10.0% | 90.0% | - | 60 | 20 | - |"  # TRL failed: shown, left out of the means
+    assert lines[5] == "| mean of 2 | 25.0% | 60.0% | 57.5% | | | 0.35x |"
+
+
+def test_learning_with_seeds_writes_one_comparison_per_seed_and_the_means(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`r1zero-bench --learning --seeds 3,5` end to end with the workers replaced by canned results (the real
+    workers run in tests/integration/test_readme_commands.py::test_bench_learning)."""
+    import json
+
+    import r1zero.bench as bench
+
+    accuracy = {("base", "3"): 0.25, ("r1zero", "3"): 0.5, ("trl", "3"): 0.75,
+                ("base", "5"): 0.25, ("r1zero", "5"): 0.7, ("trl", "5"): 0.4}  # fmt: skip
+
+    def fake_worker(spec: dict, workdir, name: str, threads: int, timeout: float) -> dict:
+        seed = spec["overrides"][-1].removeprefix("seed=")
+        if spec["kind"] == "r1zero_learning":
+            return {"ok": True, "steps": 60, "train_s": 300.0, "step_s_median": 5.0, "model": f"r{seed}"}
+        if spec["kind"] == "trl_learning":
+            return {"ok": True, "steps": 20, "train_s": 300.0, "step_s_median": 20.0, "model": f"t{seed}"}
+        side = {"r": "r1zero", "t": "trl"}.get(spec["model"][0], "base")
+        return {"ok": True, "accuracy": accuracy[(side, seed)], "problems": 64.0}
+
+    monkeypatch.setattr(bench, "run_worker", fake_worker)
+    out = tmp_path / "bench.json"
+    bench.main(["--learning", "--seeds", "3,5", "--out", str(out), "--workdir", str(tmp_path / "work")])
+    per_seed = json.loads(out.read_text())["learning"]["per_seed"]
+    assert list(per_seed) == ["3", "5"]
+    assert per_seed["5"]["r1zero_eval"]["accuracy"] == 0.7 and per_seed["3"]["trl_eval"]["accuracy"] == 0.75
+    printed = capsys.readouterr().out
+    assert "seed 3:\n| trainer |" in printed and "seed 5:\n| trainer |" in printed
+    assert "| mean of 2 | 25.0% | 60.0% | 57.5% | | | 0.25x |" in printed
