@@ -9,7 +9,7 @@ problems, greedy, through the same evaluation (`r1zero.eval.run_eval`).
 r1zero trains first for `--learning-steps` steps. Its training seconds (the sum of its step times, evaluation and
 start-up excluded) become TRL's budget. TRL stops at the first step end past the budget (start-up excluded too).
 The base model is evaluated the same way. The three evaluations run in fresh processes and so does each trainer.
-One seed is one sample of a noisy outcome (held-out accuracies of the same settings ranged 25-67% over 4 seeds on
+One seed is one sample of a noisy outcome (held-out accuracies of the same settings ranged 25-70% over 4 seeds on
 a 2-core CPU, README "Performance"): `--seeds` repeats the comparison and reports the means.
 """
 

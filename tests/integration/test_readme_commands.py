@@ -356,19 +356,19 @@ def test_bench(tmp_path: Path) -> None:
         assert tiny[part]["ok"], f"{part}: {tiny[part].get('error')}"
 
 
+def _shrunk_learning(tmp_path: Path, steps: int) -> list[str]:
+    """`r1zero-bench --learning` arguments that keep its workers small: the tiny model, `steps` r1zero steps, 8
+    held-out problems, no retries; results in tmp_path/bench.json, worker logs in tmp_path/work."""
+    return [
+        "--learning-steps", str(steps), "--retries", "0", "--out", str(tmp_path / "bench.json"),
+        "--workdir", str(tmp_path / "work"), "--override", "model=tiny", "--override", "task.num_eval=8",
+    ]  # fmt: skip
+
+
 def test_bench_learning(tmp_path: Path) -> None:
     """`r1zero-bench --learning`, shrunk: the tiny model, 2 r1zero steps, then TRL for r1zero's training seconds,
     then the base model and both trained models on the same 8 held-out problems."""
-    extra = ["--learning", "--learning-steps", "2", "--retries", "0", "--out", str(tmp_path / "bench.json")]
-    extra += [
-        "--workdir",
-        str(tmp_path / "work"),
-        "--override",
-        "model=tiny",
-        "--override",
-        "task.num_eval=8",
-    ]
-    out = _run(_command("r1zero-bench", *extra), tmp_path / "log")
+    out = _run(_command("r1zero-bench", "--learning", *_shrunk_learning(tmp_path, steps=2)), tmp_path / "log")
     result = json.loads((tmp_path / "bench.json").read_text())["learning"]
     for part in ("r1zero", "trl", "base", "r1zero_eval", "trl_eval"):
         assert result[part]["ok"], f"{part}: {result[part].get('error')}"
@@ -385,16 +385,7 @@ def test_bench_learning(tmp_path: Path) -> None:
 def test_bench_learning_seeds(tmp_path: Path) -> None:
     """`r1zero-bench --learning --seeds 0,1,2,3`, shrunk to two seeds of test_bench_learning's size (~3 min: slow,
     out of CI; test_bench_learning runs the same workers and tests/unit/test_bench.py the per-seed path)."""
-    extra = ["--learning-steps", "1", "--retries", "0", "--out", str(tmp_path / "bench.json")]
-    extra += [
-        "--workdir",
-        str(tmp_path / "work"),
-        "--override",
-        "model=tiny",
-        "--override",
-        "task.num_eval=8",
-    ]
-    argv = _command("r1zero-bench --learning --seeds 0,1,2,3", *extra)
+    argv = _command("r1zero-bench --learning --seeds 0,1,2,3", *_shrunk_learning(tmp_path, steps=1))
     argv[argv.index("0,1,2,3")] = "0,1"
     out = _run(argv, tmp_path / "log")
     per_seed = json.loads((tmp_path / "bench.json").read_text())["learning"]["per_seed"]
