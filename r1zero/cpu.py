@@ -6,10 +6,19 @@ bf16 on a CPU without bf16 instructions is emulated (converted to and from fp32 
 learner.precision=bf16` against 9-10 s in fp32 (issue #16), while on an AVX-512 machine with AVX512_BF16 bf16
 was faster than fp32. `bf16_warning` says so at start-up; the bench prints `describe_vector_features` beside
 its numbers.
+
+How fast an idle core wakes up matters too. r1zero's OpenMP threads sleep when a parallel region ends early for
+them (`OMP_WAIT_POLICY=PASSIVE`, r1zero.env), so every parallel region first wakes the other core. On a virtual
+machine whose guest halt polling is off (`/sys/module/haltpoll/parameters/guest_halt_poll_ns` = 0), a halted
+core takes ~45 us to wake: one parallel region of a tiny op cost 51-55 us, against 10 us with the kernel's
+usual 200 us of polling and 5 us with spinning threads; the CPU default's rollout took 2.0-2.5 s per step
+instead of 1.74-1.87 s. `idle_wake_warning` says so at start-up, with the fix.
 """
 
 from __future__ import annotations
 
+import statistics
+import time
 from pathlib import Path
 
 # The flags that matter for this project's CPU paths, in the order they are printed.
@@ -20,6 +29,12 @@ BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 EMULATED_BF16_SLOWDOWN = (
     "~12x slower than fp32 (121-128 s vs 9-10 s per step of the CPU default on 2 AVX2 cores)"
 )
+HALT_POLL_PARAMETER = Path("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+# A parallel region that takes longer than this to start and join is paying for a halted core: the 2-core VM
+# measured 51-55 us with guest halt polling off, 10 us with it on, 5 us with spinning threads.
+SLOW_WAKE_US = 25.0
+# Measured there, CPU default run's rollout (generate) per step, passive threads: halt polling off / on.
+SLOW_WAKE_COST = "the rollout took 2.0-2.5 s per step of the CPU default instead of 1.74-1.87 s"
 
 
 def cpu_flags(cpuinfo: str | None = None) -> set[str]:
@@ -63,4 +78,57 @@ def bf16_warning(flags: set[str], *, uses_bf16: bool, on_gpu: bool) -> str | Non
         f"bf16 on this CPU ({describe_vector_features(flags)}) is emulated: expect it to run "
         f"{EMULATED_BF16_SLOWDOWN}. Use rollout.dtype=float32 learner.precision=fp32 here, or a CPU with "
         "AVX512_BF16 / AMX."
+    )
+
+
+def guest_halt_poll_ns(parameter: Path = HALT_POLL_PARAMETER) -> int | None:
+    """How long (ns) an idle core of this virtual machine polls before it halts: the haltpoll cpuidle driver's
+    `guest_halt_poll_ns`. None when there is no such driver (bare metal, another hypervisor) or it is unreadable.
+
+    Example: a file holding "0\n" -> 0 (polling off: idle cores halt at once).
+    """
+    try:
+        return int(parameter.read_text(encoding="ascii").strip())
+    except (OSError, ValueError):
+        return None
+
+
+def parallel_region_us(batches: int = 5, regions: int = 100) -> float:
+    """Microseconds one OpenMP parallel region of a tiny op takes in this process (median of `batches` batches
+    of `regions` regions): torch.add over 40,000 floats, above torch's 32,768-element grain, so both threads
+    run; the add itself is ~2 us. Needs torch; ~20 ms. The figure is what starting and joining costs: waking
+    the sleeping threads when they sleep."""
+    import torch
+
+    a, b = torch.ones(40_000), torch.ones(40_000)
+    out = torch.empty_like(a)
+    for _ in range(20):
+        torch.add(a, b, out=out)
+    per_batch = []
+    for _ in range(batches):
+        started = time.perf_counter()
+        for _ in range(regions):
+            torch.add(a, b, out=out)
+        per_batch.append((time.perf_counter() - started) / regions * 1e6)
+    return statistics.median(per_batch)
+
+
+def idle_wake_warning(
+    region_us: float, halt_poll_ns: int | None, *, threads: int, on_gpu: bool
+) -> str | None:
+    """The start-up warning for a virtual machine whose idle cores halt at once (guest halt polling off) and pay
+    for it on every parallel region, or None: on a GPU, with one thread, without the haltpoll driver (nothing
+    known to suggest), with polling on, or when the measured region cost `region_us` is not slow.
+
+    Example: (52.0, 0, threads=2, on_gpu=False) -> "one OpenMP parallel region takes 52 us here ... echo 200000
+    | sudo tee /sys/module/haltpoll/parameters/guest_halt_poll_ns ..."; (9.0, 0, ...) -> None.
+    """
+    if on_gpu or threads < 2 or halt_poll_ns != 0 or region_us < SLOW_WAKE_US:
+        return None
+    return (
+        f"one OpenMP parallel region takes {region_us:.0f} us here (~10 us where idle cores poll): this virtual "
+        f"machine's guest halt polling is off ({HALT_POLL_PARAMETER} = 0), so every region waits for a halted "
+        f"core to wake; measured on 2 cores, {SLOW_WAKE_COST}. `echo 200000 | sudo tee {HALT_POLL_PARAMETER}` "
+        "turns polling on (the kernel's default for this driver; a core polls only while it has nothing to run, "
+        "so other processes lose nothing). On a machine you do not share, OMP_WAIT_POLICY=ACTIVE also works."
     )

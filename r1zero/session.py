@@ -88,13 +88,21 @@ def _resume_point(cfg: RunConfig, run_dir: Path, rank: int, world: int) -> tuple
     return latest, meta
 
 
-def _warn_about_emulated_bf16(cfg: RunConfig, *, on_gpu: bool) -> None:
-    from r1zero.cpu import bf16_warning, cpu_flags
+def _warn_about_this_cpu(cfg: RunConfig, *, on_gpu: bool, threads: int) -> None:
+    """Start-up warnings about the CPU itself (r1zero.cpu): emulated bf16, idle cores that halt (measured here)."""
+    from r1zero import cpu
 
     uses_bf16 = cfg.rollout.dtype == "bfloat16" or cfg.learner.precision == "bf16"
-    message = bf16_warning(cpu_flags(), uses_bf16=uses_bf16, on_gpu=on_gpu)
-    if message:
-        log.warning(message)
+    messages = [cpu.bf16_warning(cpu.cpu_flags(), uses_bf16=uses_bf16, on_gpu=on_gpu)]
+    if not on_gpu:
+        poll_ns = cpu.guest_halt_poll_ns()
+        if poll_ns == 0 and threads > 1:  # measure (~20 ms) only where there may be something to say
+            messages.append(
+                cpu.idle_wake_warning(cpu.parallel_region_us(), poll_ns, threads=threads, on_gpu=on_gpu)
+            )
+    for message in messages:
+        if message:
+            log.warning(message)
 
 
 def open_session(
@@ -136,7 +144,7 @@ def open_session(
     latest, meta = _resume_point(cfg, run_dir, rank, world)
     if rank == 0:
         ckpt.atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-        _warn_about_emulated_bf16(cfg, on_gpu=torch.cuda.is_available())
+        _warn_about_this_cpu(cfg, on_gpu=torch.cuda.is_available(), threads=torch.get_num_threads())
 
     model_path = resolve_model(cfg.model.name)
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cfg.model.trust_remote_code)

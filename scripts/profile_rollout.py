@@ -10,8 +10,10 @@ engine and times, per step: the model's forward passes (prefill and decode apart
 (`compute_logits`), vLLM's sampler, and the rest of `generate` (scheduler, input preparation, outputs: Python).
 The floor of each forward is `r1zero.bench.floor.roofline_seconds` at this machine's measured matrix-multiply
 rate and memory bandwidth, for the tokens, sampled rows and attention pairs that forward really had. Prints a
-table and one JSON line. Run it on a quiet machine: another busy process moves every number. The two rates are
-measured before and after the run and the best of each is kept (a low measurement would make the floor easy).
+table and one JSON line, with what one OpenMP parallel region costs here (`r1zero.cpu.parallel_region_us`: ~50
+us on a VM whose idle cores halt at once, ~10 us where they poll). Run it on a quiet machine: another busy process
+moves every number. The two rates are measured before and after the run and the best of each is kept (a low
+measurement would make the floor easy).
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
     )
     from r1zero.bench.loops import compose_config, step_prompts
     from r1zero.bench.stats import ModelShape
-    from r1zero.cpu import cpu_flags, describe_vector_features
+    from r1zero.cpu import cpu_flags, describe_vector_features, guest_halt_poll_ns, parallel_region_us
     from r1zero.models import resolve_model
     from r1zero.rollout.base import SamplingSettings
     from r1zero.rollout.vllm_engine import VLLMEngine, inprocess_worker
@@ -93,6 +95,7 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(threads)
     dtype = "float32" if cfg.rollout.dtype in ("float32", "auto") else cfg.rollout.dtype
     peak, bandwidth = measure_peak_flops(dtype), measure_bandwidth()
+    region_us = parallel_region_us()  # what waking the other core costs here (r1zero.cpu)
     model_path = resolve_model(cfg.model.name)
     shape = ModelShape.from_config(json.loads((Path(model_path) / "config.json").read_text()))
     dtype_bytes = torch.empty(0, dtype=getattr(torch, dtype)).element_size()
@@ -147,6 +150,7 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
     result = {
         "compiled": args.compiled, "engine_start_s": round(start_s, 1), "steps": n, "threads": threads,
         "cpu": describe_vector_features(cpu_flags()), "peak_gflops": round(peak / 1e9, 1), "bandwidth_gbs": round(bandwidth / 1e9, 1),
+        "omp_region_us": round(region_us, 1), "guest_halt_poll_ns": guest_halt_poll_ns(),
         "generate_s": generate_s / n, "floor_s": floor_s / n, "x_floor": generate_s / floor_s,
         "model_s": model_s / n, "head_s": head_s / n, "sampler_s": recorder.sampler_s / n,
         "overhead_s": (generate_s - model_s - recorder.sampler_s) / n,
@@ -177,7 +181,8 @@ def _print_table(r: dict[str, Any]) -> None:
     mode += "".join(f", {arg}" for arg in r["engine_args"])
     print(
         f"\nrollout profile, {mode}, {r['steps']} steps, {r['threads']} threads, CPU {r['cpu']}; "
-        f"peak {r['peak_gflops']} GFLOP/s, memory {r['bandwidth_gbs']} GB/s; engine start {r['engine_start_s']} s"
+        f"peak {r['peak_gflops']} GFLOP/s, memory {r['bandwidth_gbs']} GB/s; engine start {r['engine_start_s']} s; "
+        f"one OpenMP region {r['omp_region_us']} us (guest_halt_poll_ns {r['guest_halt_poll_ns']})"
     )
     print(f"| {'per step':<34} | {'seconds':>8} | {'floor':>8} | ratio  | detail")
     print(f"|{'-' * 36}|{'-' * 10}|{'-' * 10}|--------|-------")

@@ -34,7 +34,7 @@ from typing import Any
 from r1zero.bench.learning import render_learning, render_seeds
 from r1zero.bench.report import NOISY, merge_rounds, render_report, summarize
 from r1zero.config import LearnerConfig
-from r1zero.cpu import cpu_flags, describe_vector_features, has_native_bf16
+from r1zero.cpu import cpu_flags, describe_vector_features, guest_halt_poll_ns, has_native_bf16
 from r1zero.env import has_cuda, setup_environment
 
 __all__ = ["main"]
@@ -56,6 +56,8 @@ def environment() -> dict[str, Any]:
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "vector_features": describe_vector_features(cpu_flags()),
+        # 0 on a VM whose idle cores halt at once: every OpenMP region then waits ~45 us (r1zero.cpu).
+        "guest_halt_poll_ns": guest_halt_poll_ns(),
         "python": platform.python_version(),
         "versions": {
             name: _version(*dists)

@@ -177,6 +177,12 @@ ROWS: list[tuple[str, str]] = [
 ]
 
 
+def _halt_poll(env: Mapping[str, Any]) -> str:
+    """ "; guest halt polling 0 ns" where the machine is a VM with the haltpoll driver, else ""."""
+    ns = env.get("guest_halt_poll_ns")
+    return "" if ns is None else f"; guest halt polling {ns} ns"
+
+
 def render_report(results: Mapping[str, Any]) -> str:
     """The printed report: environment, settings, one table (a column per model, targets on the last)."""
     env, summary = results.get("environment", {}), results.get("summary", {})
@@ -187,7 +193,7 @@ def render_report(results: Mapping[str, Any]) -> str:
     met = summary.get("targets", {})
     lines = [
         f"r1zero-bench {env.get('date', '')}: {env.get('cpus')} CPUs ({env.get('machine')}; "
-        f"{env.get('vector_features', 'vector features not recorded')}), "
+        f"{env.get('vector_features', 'vector features not recorded')}{_halt_poll(env)}), "
         + ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items()),
         f"load average at start {fmt(env.get('load_average_start', [NAN])[0])}, "
         f"at end {fmt(env.get('load_average_end', [NAN])[0])}",

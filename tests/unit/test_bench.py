@@ -162,6 +162,14 @@ def test_summary_targets_and_report() -> None:
     text = render_report(results)
     assert "| speed-up vs TRL (TRL s / r1zero s) | 2.5 | >= 2: met |" in text
     assert "vllm_mode=colocate failed here: AttributeError" in text
+    assert "halt polling" not in text  # not recorded (bare metal or an older result file): nothing said
+    results["environment"] = {
+        "cpus": 2,
+        "machine": "x86_64",
+        "vector_features": "avx2, bf16 emulated",
+        "guest_halt_poll_ns": 0,
+    }
+    assert "2 CPUs (x86_64; avx2, bf16 emulated; guest halt polling 0 ns)" in render_report(results)
 
 
 def test_each_precision_of_the_target_model_is_judged() -> None:
