@@ -30,6 +30,7 @@ EMULATED_BF16_SLOWDOWN = (
     "~12x slower than fp32 (121-128 s vs 9-10 s per step of the CPU default on 2 AVX2 cores)"
 )
 HALT_POLL_PARAMETER = Path("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+CPUIDLE_DRIVER = Path("/sys/devices/system/cpu/cpuidle/current_driver")
 # A parallel region that takes longer than this to start and join is paying for a halted core: the 2-core VM
 # measured 51-55 us with guest halt polling off, 10 us with it on, 5 us with spinning threads.
 SLOW_WAKE_US = 25.0
@@ -81,13 +82,16 @@ def bf16_warning(flags: set[str], *, uses_bf16: bool, on_gpu: bool) -> str | Non
     )
 
 
-def guest_halt_poll_ns(parameter: Path = HALT_POLL_PARAMETER) -> int | None:
+def guest_halt_poll_ns(parameter: Path = HALT_POLL_PARAMETER, driver: Path = CPUIDLE_DRIVER) -> int | None:
     """How long (ns) an idle core of this virtual machine polls before it halts: the haltpoll cpuidle driver's
-    `guest_halt_poll_ns`. None when there is no such driver (bare metal, another hypervisor) or it is unreadable.
+    `guest_halt_poll_ns`. None when that driver is not the one in use (bare metal, another hypervisor) or either
+    file is unreadable.
 
-    Example: a file holding "0\n" -> 0 (polling off: idle cores halt at once).
+    Example: driver "haltpoll\n", parameter "0\n" -> 0 (polling off: idle cores halt at once).
     """
     try:
+        if driver.read_text(encoding="ascii").strip() != "haltpoll":
+            return None
         return int(parameter.read_text(encoding="ascii").strip())
     except (OSError, ValueError):
         return None

@@ -59,16 +59,19 @@ def test_bf16_warning_only_where_bf16_is_emulated() -> None:
 
 
 def test_guest_halt_poll_is_read_from_the_driver_parameter(tmp_path: Path) -> None:
-    parameter = tmp_path / "guest_halt_poll_ns"
+    parameter, driver = tmp_path / "guest_halt_poll_ns", tmp_path / "current_driver"
+    driver.write_text("haltpoll\n")
     parameter.write_text("0\n")
-    assert guest_halt_poll_ns(parameter) == 0
+    assert guest_halt_poll_ns(parameter, driver) == 0
     parameter.write_text("200000\n")
-    assert guest_halt_poll_ns(parameter) == 200_000
+    assert guest_halt_poll_ns(parameter, driver) == 200_000
     parameter.write_text("not a number\n")
-    assert guest_halt_poll_ns(parameter) is None
-    assert (
-        guest_halt_poll_ns(tmp_path / "missing") is None
-    )  # no haltpoll driver: bare metal, another hypervisor
+    assert guest_halt_poll_ns(parameter, driver) is None
+    assert guest_halt_poll_ns(tmp_path / "missing", driver) is None
+    parameter.write_text("0\n")
+    driver.write_text("intel_idle\n")  # the module is loaded but another driver idles the cores
+    assert guest_halt_poll_ns(parameter, driver) is None
+    assert guest_halt_poll_ns(parameter, tmp_path / "missing") is None  # no cpuidle at all
 
 
 def test_idle_wake_warning_only_for_halting_cores_that_cost_time() -> None:
