@@ -94,12 +94,12 @@ def _warn_about_this_cpu(cfg: RunConfig, *, on_gpu: bool, threads: int) -> None:
 
     uses_bf16 = cfg.rollout.dtype == "bfloat16" or cfg.learner.precision == "bf16"
     messages = [cpu.bf16_warning(cpu.cpu_flags(), uses_bf16=uses_bf16, on_gpu=on_gpu)]
-    if not on_gpu:
-        poll_ns = cpu.guest_halt_poll_ns()
-        if poll_ns == 0 and threads > 1:  # measure (~20 ms) only where there may be something to say
-            messages.append(
-                cpu.idle_wake_warning(cpu.parallel_region_us(), poll_ns, threads=threads, on_gpu=on_gpu)
-            )
+    poll_ns = None if on_gpu else cpu.guest_halt_poll_ns()
+    # Measure (~20 ms) only where idle_wake_warning may have something to say.
+    if poll_ns == 0 and threads > 1:
+        messages.append(
+            cpu.idle_wake_warning(cpu.parallel_region_us(), poll_ns, threads=threads, on_gpu=on_gpu)
+        )
     for message in messages:
         if message:
             log.warning(message)
