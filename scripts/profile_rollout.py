@@ -4,6 +4,7 @@
     .venv/bin/python scripts/profile_rollout.py --compiled       # rollout.enforce_eager=false (Dynamo + Inductor)
     .venv/bin/python scripts/profile_rollout.py --ops -- rollout.group_size=8   # + torch's op table; overrides
     .venv/bin/python scripts/profile_rollout.py --engine-arg block_size=128     # vLLM's CPU KV blocks (before)
+    .venv/bin/python scripts/profile_rollout.py --regions    # + OpenMP parallel regions per pass, and where
 
 Samples the prompts of the CPU default run's steps 1..N (seeded as the loop seeds them) with r1zero's vLLM
 engine and times, per step: the model's forward passes (prefill and decode apart), the output head
@@ -12,7 +13,9 @@ The floor of each forward is `r1zero.bench.floor.roofline_seconds` at this machi
 rate and memory bandwidth, for the tokens, sampled rows and attention pairs that forward really had. Prints a
 table and one JSON line, with what one OpenMP parallel region costs here (`r1zero.cpu.parallel_region_us`: ~50
 us on a VM whose idle cores halt at once, ~10 us where they poll). Run it on a quiet machine: another busy process
-moves every number. The two rates are measured before and after the run and the best of each is kept (a low
+moves every number. `--regions` counts the OpenMP parallel regions of each pass and the time inside them
+(`r1zero.bench.omp_regions`: a small C wrapper, built with the system compiler and preloaded by re-running this
+script), and names the region sites that take the most time. The two rates are measured before and after the run and the best of each is kept (a low
 measurement would make the floor easy).
 """
 
@@ -29,16 +32,21 @@ from typing import Any
 
 
 class Recorder:
-    """Wraps the engine's forward, output head and sampler; keeps one record per call."""
+    """Wraps the engine's forward, output head and sampler; keeps one record per call. With a region counter
+    (`--regions`), each forward also records its OpenMP regions and the seconds inside them, and the per-site
+    tally runs during forwards and heads only (not the sampler or the scheduler)."""
 
-    def __init__(self) -> None:
-        self.forwards: list[dict[str, float]] = []  # tokens, pairs, seconds
+    def __init__(self, regions: Any = None) -> None:
+        self.forwards: list[dict[str, float]] = []  # tokens, pairs, seconds (+ regions, region_s)
         self.heads: list[dict[str, float]] = []  # rows, seconds
         self.sampler_seconds: list[float] = []
+        self.regions = regions  # r1zero.bench.omp_regions.RegionCounter or None
 
     def clear(self) -> None:
         self.forwards, self.heads = [], []
         self.sampler_seconds.clear()
+        if self.regions is not None:
+            self.regions.clear_sites()
 
     @property
     def sampler_s(self) -> float:
@@ -53,21 +61,46 @@ class Recorder:
         def timed_forward(*args: Any, **kwargs: Any) -> Any:
             ids = kwargs["input_ids"] if "input_ids" in kwargs else args[0]
             positions = kwargs["positions"] if "positions" in kwargs else args[1]
+            before = self.regions.snapshot() if self.regions else None
             start = time.perf_counter()
             out = forward(*args, **kwargs)
             seconds = time.perf_counter() - start
             pairs = float((positions.flatten() + 1).sum())  # each token attends to its position + 1 keys
-            self.forwards.append({"tokens": float(ids.numel()), "pairs": pairs, "seconds": seconds})
+            record = {"tokens": float(ids.numel()), "pairs": pairs, "seconds": seconds}
+            if before is not None:
+                opened = self.regions.since(before)
+                record.update(regions=opened.regions, region_s=opened.seconds, single=opened.single_thread)
+            self.forwards.append(record)
             return out
 
         def timed_head(hidden: Any, *args: Any, **kwargs: Any) -> Any:
+            before = self.regions.snapshot() if self.regions else None
             start = time.perf_counter()
             out = head(hidden, *args, **kwargs)
-            self.heads.append({"rows": float(hidden.shape[0]), "seconds": time.perf_counter() - start})
+            record = {"rows": float(hidden.shape[0]), "seconds": time.perf_counter() - start}
+            if before is not None:
+                opened = self.regions.since(before)
+                record.update(regions=opened.regions, region_s=opened.seconds, single=opened.single_thread)
+            self.heads.append(record)
             return out
 
-        model.forward, model.compute_logits = timed_forward, timed_head
+        if self.regions is None:
+            model.forward, model.compute_logits = timed_forward, timed_head
+        else:
+            model.forward, model.compute_logits = self._tallied(timed_forward), self._tallied(timed_head)
         self.sampler_seconds = time_method(runner.sampler, "forward")
+
+    def _tallied(self, method: Any) -> Any:
+        """`method` with the per-site region tally on while it runs."""
+
+        def tallied(*args: Any, **kwargs: Any) -> Any:
+            self.regions.track(True)
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.regions.track(False)
+
+        return tallied
 
 
 def profile(args: argparse.Namespace) -> dict[str, Any]:
@@ -84,6 +117,7 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
         roofline_seconds,
     )
     from r1zero.bench.loops import compose_config, step_prompts
+    from r1zero.bench.omp_regions import RegionCounter
     from r1zero.bench.stats import ModelShape
     from r1zero.cpu import cpu_flags, describe_vector_features, guest_halt_poll_ns, parallel_region_us
     from r1zero.models import resolve_model
@@ -105,7 +139,7 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
         model_path, cfg.rollout, seed=cfg.seed, enforce_eager=not args.compiled, **extra
     )
     start_s = time.perf_counter() - started
-    recorder = Recorder()
+    recorder = Recorder(RegionCounter.attach() if args.regions else None)
     recorder.attach(inprocess_worker(engine._llm).model_runner)
     prompts = step_prompts(cfg, engine.tokenizer, args.steps + 1)
 
@@ -129,7 +163,16 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
     peak, bandwidth = max(peak, measure_peak_flops(dtype)), max(bandwidth, measure_bandwidth())
 
     parts: dict[str, dict[str, float]] = {
-        kind: {"calls": 0, "tokens": 0, "seconds": 0, "floor": 0} for kind in ("prefill", "decode")
+        kind: {
+            "calls": 0,
+            "tokens": 0,
+            "seconds": 0,
+            "floor": 0,
+            "regions": 0,
+            "single_regions": 0,
+            "region_s": 0,
+        }
+        for kind in ("prefill", "decode")
     }
     if len(recorder.heads) != len(recorder.forwards):
         raise RuntimeError(f"{len(recorder.forwards)} forwards but {len(recorder.heads)} head calls")
@@ -140,6 +183,9 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
         part["calls"] += 1
         part["tokens"] += fwd["tokens"]
         part["seconds"] += fwd["seconds"] + head["seconds"]
+        part["regions"] += fwd.get("regions", 0) + head.get("regions", 0)
+        part["region_s"] += fwd.get("region_s", 0) + head.get("region_s", 0)
+        part["single_regions"] += fwd.get("single", 0) + head.get("single", 0)
         part["floor"] += roofline_seconds(
             flops, forward_bytes(shape, int(fwd["pairs"]), dtype_bytes), peak, bandwidth
         )
@@ -158,6 +204,14 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
         "parts": {k: {m: v / n for m, v in p.items()} for k, p in parts.items()},
         "overrides": args.overrides, "engine_args": args.engine_arg,
     }  # fmt: skip
+    if recorder.regions is not None:
+        from r1zero.bench.omp_regions import name_sites
+
+        result["region_sites"] = [
+            {"site": site.name, "calls": site.calls / n, "seconds": site.seconds / n,
+             "us_per_call": 1e6 * site.seconds / site.calls}
+            for site in name_sites(recorder.regions.sites())[: args.ops_rows]
+        ]  # fmt: skip
     _print_table(result)
     if profiler is not None:
         print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.ops_rows))
@@ -194,6 +248,29 @@ def _print_table(r: dict[str, Any]) -> None:
     print(row("sampler", r["sampler_s"]))
     print(row("engine overhead (Python)", r["overhead_s"]))
     print(row("generate", r["generate_s"], r["floor_s"], f"{r['generated_tokens']:.0f} tokens generated"))
+    if "region_sites" not in r:
+        return
+    for kind in ("prefill", "decode"):
+        p = r["parts"][kind]
+        if p["calls"]:
+            print(
+                f"{kind}: {p['regions'] / p['calls']:.0f} OpenMP regions per pass "
+                f"({p['single_regions'] / p['calls']:.0f} of them on one thread); per step "
+                f"{p['region_s']:.3f} s inside them, {p['seconds'] - p['region_s']:.3f} s outside"
+            )
+    print(f"\n| {'region site (forwards and heads)':<60} | calls/step | us/call | s/step")
+    for site in r["region_sites"]:
+        name = site["site"] if len(site["site"]) <= 60 else site["site"][:57] + "..."
+        print(f"| {name:<60} | {site['calls']:10.0f} | {site['us_per_call']:7.1f} | {site['seconds']:.3f}")
+
+
+def _preload_region_counter() -> None:
+    """Re-run this script with the region counter preloaded, unless it already is."""
+    from r1zero.bench.omp_regions import RegionCounter, build_shim, preload_env
+
+    if RegionCounter.attach() is None:
+        env = preload_env(build_shim(), os.environ)
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,9 +282,12 @@ def main(argv: list[str] | None = None) -> int:
         "--engine-arg", action="append", default=[], metavar="KEY=JSON",
         help="an extra vllm.LLM argument, e.g. block_size=128 (vLLM's CPU default, before r1zero's 32)",
     )  # fmt: skip
-    parser.add_argument("--ops-rows", type=int, default=15)
+    parser.add_argument("--regions", action="store_true", help="count OpenMP regions per pass (needs cc)")
+    parser.add_argument("--ops-rows", type=int, default=15, help="rows of the op and region-site tables")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the run config (after --)")
     args = parser.parse_args(argv)
+    if args.regions:
+        _preload_region_counter()
     profile(args)
     return 0
 
