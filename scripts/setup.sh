@@ -74,7 +74,8 @@ for script in "$VENV"/bin/*; do
     ln -sfn "$script" "$target"
   fi
 done
-# This checkout in editable mode, into its own layer (no dependency resolution: seconds).
-"$LAYER/bin/python" -m pip --disable-pip-version-check install -q --no-deps --no-build-isolation -e "$ROOT"
+# This checkout in editable mode, into its own layer (no dependency resolution: seconds). setuptools' 10-line
+# notice that the install is editable (printed on every run) is the one warning silenced.
+PYTHONWARNINGS="ignore:Editable installation" "$LAYER/bin/python" -m pip --disable-pip-version-check install -q --no-deps --no-build-isolation -e "$ROOT"
 echo "$VENV" >"$LAYER/.r1zero-shared"
 echo "[setup] done in $(( $(date +%s) - start )) s; activate with: source .venv/bin/activate"
