@@ -29,8 +29,10 @@ import os
 from collections.abc import Callable
 from typing import Any, Protocol
 
-# Above this many tokens a kernel's own work (~0.1-1 us per token) is worth a second core.
-MAX_SERIAL_TOKENS = 1024
+# Up to this many tokens one thread was as fast as the pool or faster (each call after a 200 us pause, as
+# between layers; 2-core VM, 2026-12-01): rotary 18-88 us on one thread against 28-121 us, the cache write 16-270
+# us against 26-327 us, for 16-512 tokens. At 1,024 the pool wins (cache write 384 us against 487 us).
+MAX_SERIAL_TOKENS = 512
 
 
 def _rotary_tokens(positions: Any, *args: Any, **kwargs: Any) -> int:
@@ -63,7 +65,6 @@ class LibgompThreads:
     """`OpenMPThreads` of the libgomp already loaded in this process (torch's own copy)."""
 
     def __init__(self, library: ctypes.CDLL) -> None:
-        self._library = library
         self._get, self._set = library.omp_get_max_threads, library.omp_set_num_threads
         self._get.restype, self._set.argtypes = ctypes.c_int, [ctypes.c_int]
 

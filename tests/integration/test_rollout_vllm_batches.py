@@ -112,9 +112,8 @@ class _CountingThreads(LibgompThreads):
 def _serial_and_threaded_kernels(eng: VLLMEngine) -> dict[str, Any]:
     """The same seeded samples with rotary and KV-cache writes on one thread (the eager CPU engine's default,
     counted) and on the whole pool; the engine's default is put back after."""
-    loaded = LibgompThreads.loaded()
-    assert loaded is not None, "torch's libgomp is not loaded"
-    counting = _CountingThreads(loaded._library)
+    counting = _CountingThreads.loaded()
+    assert isinstance(counting, _CountingThreads), "torch's libgomp is not loaded"
     out: dict[str, Any] = {"pool_threads": counting.get()}
     restore_kernels()
     try:
