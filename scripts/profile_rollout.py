@@ -15,8 +15,8 @@ table and one JSON line, with what one OpenMP parallel region costs here (`r1zer
 us on a VM whose idle cores halt at once, ~10 us where they poll). Run it on a quiet machine: another busy process
 moves every number. `--regions` counts the OpenMP parallel regions of each pass and the time inside them
 (`r1zero.bench.omp_regions`: a small C wrapper, built with the system compiler and preloaded by re-running this
-script), and names the region sites that take the most time. The two rates are measured before and after the run and the best of each is kept (a low
-measurement would make the floor easy).
+script), and names the region sites that take the most time. The two rates are measured before and after the
+run and the best of each is kept (a low measurement would make the floor easy).
 """
 
 from __future__ import annotations
@@ -27,8 +27,16 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from r1zero.bench.omp_regions import RegionCounter, RegionTotals
+
+_PRELOADED = (
+    "R1ZERO_OMP_REGIONS_PRELOADED"  # set on the re-run, so a preload that did not take fails, not loops
+)
 
 
 class Recorder:
@@ -36,11 +44,11 @@ class Recorder:
     (`--regions`), each forward also records its OpenMP regions and the seconds inside them, and the per-site
     tally runs during forwards and heads only (not the sampler or the scheduler)."""
 
-    def __init__(self, regions: Any = None) -> None:
+    def __init__(self, regions: RegionCounter | None = None) -> None:
         self.forwards: list[dict[str, float]] = []  # tokens, pairs, seconds (+ regions, region_s)
         self.heads: list[dict[str, float]] = []  # rows, seconds
         self.sampler_seconds: list[float] = []
-        self.regions = regions  # r1zero.bench.omp_regions.RegionCounter or None
+        self.regions = regions
 
     def clear(self) -> None:
         self.forwards, self.heads = [], []
@@ -67,9 +75,7 @@ class Recorder:
             seconds = time.perf_counter() - start
             pairs = float((positions.flatten() + 1).sum())  # each token attends to its position + 1 keys
             record = {"tokens": float(ids.numel()), "pairs": pairs, "seconds": seconds}
-            if before is not None:
-                opened = self.regions.since(before)
-                record.update(regions=opened.regions, region_s=opened.seconds, single=opened.single_thread)
+            record.update(self._regions_since(before))
             self.forwards.append(record)
             return out
 
@@ -78,29 +84,36 @@ class Recorder:
             start = time.perf_counter()
             out = head(hidden, *args, **kwargs)
             record = {"rows": float(hidden.shape[0]), "seconds": time.perf_counter() - start}
-            if before is not None:
-                opened = self.regions.since(before)
-                record.update(regions=opened.regions, region_s=opened.seconds, single=opened.single_thread)
+            record.update(self._regions_since(before))
             self.heads.append(record)
             return out
 
         if self.regions is None:
             model.forward, model.compute_logits = timed_forward, timed_head
         else:
-            model.forward, model.compute_logits = self._tallied(timed_forward), self._tallied(timed_head)
+            tally = self.regions
+            model.forward, model.compute_logits = _tallied(tally, timed_forward), _tallied(tally, timed_head)
         self.sampler_seconds = time_method(runner.sampler, "forward")
 
-    def _tallied(self, method: Any) -> Any:
-        """`method` with the per-site region tally on while it runs."""
+    def _regions_since(self, before: RegionTotals | None) -> dict[str, float]:
+        """The regions a call opened since `before` (nothing without a counter)."""
+        if self.regions is None or before is None:
+            return {}
+        opened = self.regions.since(before)
+        return {"regions": opened.regions, "region_s": opened.seconds, "single": opened.single_thread}
 
-        def tallied(*args: Any, **kwargs: Any) -> Any:
-            self.regions.track(True)
-            try:
-                return method(*args, **kwargs)
-            finally:
-                self.regions.track(False)
 
-        return tallied
+def _tallied(regions: RegionCounter, method: Callable[..., Any]) -> Callable[..., Any]:
+    """`method` with the per-site region tally on while it runs."""
+
+    def tallied(*args: Any, **kwargs: Any) -> Any:
+        regions.track(True)
+        try:
+            return method(*args, **kwargs)
+        finally:
+            regions.track(False)
+
+    return tallied
 
 
 def profile(args: argparse.Namespace) -> dict[str, Any]:
@@ -268,9 +281,15 @@ def _preload_region_counter() -> None:
     """Re-run this script with the region counter preloaded, unless it already is."""
     from r1zero.bench.omp_regions import RegionCounter, build_shim, preload_env
 
-    if RegionCounter.attach() is None:
-        env = preload_env(build_shim(), os.environ)
-        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+    if RegionCounter.attach() is not None:
+        return
+    if os.environ.get(_PRELOADED):
+        raise SystemExit(
+            f"--regions: the region counter was preloaded (LD_PRELOAD={os.environ.get('LD_PRELOAD', '')}) but did "
+            "not load; a noexec cache folder or a secure-execution Python ignores LD_PRELOAD"
+        )
+    env = {**preload_env(build_shim(), os.environ), _PRELOADED: "1"}
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,11 @@ optionally tallies them per outlined function; loaded with `LD_PRELOAD` it sees 
     counter = RegionCounter.attach()             # in that process: None when the shim is not preloaded
     before = counter.snapshot(); work(); regions, seconds = counter.since(before)
 
-Diagnostics only: nothing in a training run loads it.
+Diagnostics only: nothing in a training run loads it. Limits: a region whose team size comes from the default
+(`num_threads` 0) is counted as single-thread when `omp_get_max_threads()` is 1, which ignores nesting; nested
+or concurrent regions each add their own wall time, so "seconds inside regions" can exceed the wall clock; sites
+are named where the library keeps its symbol table and its first segment is linked at address 0 (so that
+`dladdr`'s base is the load offset), as in torch, vLLM and Inductor's kernels.
 """
 
 from __future__ import annotations
@@ -20,11 +24,11 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 SHIM_SOURCE = r"""
@@ -44,6 +48,7 @@ static parallel_fn real_parallel;
 static max_threads_fn real_max_threads;
 static long long total_regions, total_ns, single_thread_regions;
 static int tracking;
+static pthread_once_t resolved = PTHREAD_ONCE_INIT;
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static void *table_fn[TABLE];
 static long long table_count[TABLE], table_ns[TABLE];
@@ -70,11 +75,13 @@ static void *find_in_libgomp(const char *name) {
   return found;
 }
 
+static void resolve_libgomp(void) {
+  real_max_threads = (max_threads_fn)find_in_libgomp("omp_get_max_threads");
+  real_parallel = (parallel_fn)find_in_libgomp("GOMP_parallel");
+}
+
 void GOMP_parallel(region_fn fn, void *data, unsigned num_threads, unsigned flags) {
-  if (!real_parallel) {
-    real_max_threads = (max_threads_fn)find_in_libgomp("omp_get_max_threads");
-    real_parallel = (parallel_fn)find_in_libgomp("GOMP_parallel");
-  }
+  pthread_once(&resolved, resolve_libgomp); /* two threads' first regions may start together */
   /* 0 asks for the calling thread's default team size: a team of one wakes nobody. */
   int team = num_threads ? (int)num_threads : real_max_threads();
   long long start = now_ns();
@@ -126,31 +133,41 @@ const char *r1zero_regions_where(void *address, long long *offset) {
 _TABLE_CAPACITY = 1024
 
 
-def build_shim(cache_dir: Path | None = None, compiler: str | None = None) -> Path:
-    """Compile the shim (once per source version) and return its path.
+def default_cache_dir() -> Path:
+    """This user's own cache (R1ZERO_CACHE_DIR or ~/.cache/r1zero), not a shared /tmp another user could fill."""
+    root = os.environ.get("R1ZERO_CACHE_DIR") or Path.home() / ".cache" / "r1zero"
+    return Path(root) / "omp-regions"
 
-    Raises RuntimeError with the compiler's message when no C compiler is found or the build fails.
+
+def build_shim(cache_dir: Path | None = None, compiler: str | None = None) -> Path:
+    """Compile the shim (once per source version) into `cache_dir` (default `default_cache_dir()`); its path.
+
+    `compiler` (default $CC, else cc or gcc) may carry arguments ("ccache gcc"). Raises RuntimeError with the
+    compiler's message when no C compiler is found or the build fails.
     """
-    compiler = compiler or os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if not compiler:
+    command = shlex.split(compiler or os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or "")
+    if not command:
         raise RuntimeError("counting OpenMP regions needs a C compiler (cc or gcc, or set CC)")
     digest = hashlib.sha256(SHIM_SOURCE.encode()).hexdigest()[:12]
-    cache_dir = Path(cache_dir or Path(tempfile.gettempdir()) / "r1zero-omp-regions")
+    cache_dir = Path(cache_dir or default_cache_dir())
     cache_dir.mkdir(parents=True, exist_ok=True)
     library = cache_dir / f"omp_regions-{digest}.so"
     if library.exists():
         return library
-    source = cache_dir / f"omp_regions-{digest}.c"
+    # Per-process names for the source and the partial library: concurrent builds never share a file.
+    source = cache_dir / f"omp_regions-{digest}.{os.getpid()}.c"
     source.write_text(SHIM_SOURCE)
     partial = library.with_suffix(f".{os.getpid()}.tmp")
     try:
         done = subprocess.run(
-            [compiler, "-O2", "-shared", "-fPIC", "-o", str(partial), str(source), "-ldl", "-lpthread"],
+            [*command, "-O2", "-shared", "-fPIC", "-o", str(partial), str(source), "-ldl", "-lpthread"],
             capture_output=True,
             text=True,
         )
     except OSError as error:
-        raise RuntimeError(f"building the OpenMP region counter failed: {compiler}: {error}") from error
+        raise RuntimeError(f"building the OpenMP region counter failed: {command[0]}: {error}") from error
+    finally:
+        source.unlink(missing_ok=True)
     if done.returncode != 0:
         raise RuntimeError(f"building the OpenMP region counter failed:\n{done.stderr.strip()}")
     partial.replace(library)  # atomic: a concurrent build never sees half a file
@@ -252,7 +269,7 @@ def name_sites(sites: list[RegionSite], nm: str = "nm") -> list[RegionSite]:
     for site in sites:
         if site.library not in symbols:
             symbols[site.library] = _symbol_table(site.library, nm)
-        named.append(RegionSite(**{**site.__dict__, "symbol": symbols[site.library].get(site.offset, "")}))
+        named.append(replace(site, symbol=symbols[site.library].get(site.offset, "")))
     return named
 
 

@@ -13,12 +13,15 @@ for the calling thread only, and restored after, also on error): 7-24 us a call 
 samples bit for bit (tests/integration/test_rollout_vllm_batches.py). Measured on that VM with
 `scripts/ab_serial_kernels.py` (4 runs of 16 steps; each step's seeded prompts sampled both ways, back to
 back in one process, so a pair sees one machine state): `generate` per step, medians 2.34/2.86/2.48/2.36 s
-against 2.49/3.02/2.81/2.48 s, faster in 47 of the 64 pairs, per-pair ratio medians 0.95-0.99: ~3-5%.
+against 2.49/3.02/2.81/2.48 s, faster in 47 of the 64 pairs, per-pair ratio medians 0.95-0.99: ~3-5% (measured
+with a 1,024-token bound; the CPU default's passes, 16-row decodes and ~250-token prefills, are serial under
+both).
 Attention is left alone: vLLM plans its work for the pool's full thread count and checks it
 (`TORCH_CHECK_EQ(metadata.thread_num, thread_num)`).
 
-Applied by `VLLMEngine` on CPU to eager engines only (a compiled engine replaces rotary with Inductor code, and
-Dynamo would trace these Python wrappers). Nothing changes on GPUs.
+Installed process-wide (on `vllm._custom_ops`) by the first eager `VLLMEngine` on CPU, and left in place for the
+process. Inside a torch.compile trace the wrappers call the kernel directly (`torch.compiler.is_compiling()`), so a
+compiled engine later in the same process is unaffected. Nothing changes on GPUs.
 """
 
 from __future__ import annotations
@@ -29,15 +32,19 @@ import os
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import torch
+
 # Up to this many tokens one thread was as fast as the pool or faster (each call after a 200 us pause, as
-# between layers; 2-core VM, 2026-12-01): rotary 18-88 us on one thread against 28-121 us, the cache write 16-270
-# us against 26-327 us, for 16-512 tokens. At 1,024 the pool wins (cache write 384 us against 487 us).
+# between layers; 2-core VM, 2026-12-01, `scripts/ab_serial_kernels.py --kernel-sizes`): rotary 18-88 us on one
+# thread against 28-121 us, the cache write 16-270 us against 26-327 us, for 16-512 tokens. At 1,024 the pool
+# wins (cache write 384 and 349 us against 487 and 597 us in two runs).
 MAX_SERIAL_TOKENS = 512
 
 
 def _rotary_tokens(positions: Any, *args: Any, **kwargs: Any) -> int:
-    """`rotary_embedding(positions, query, key, head_size, cos_sin_cache, is_neox)`: positions [.., tokens]."""
-    return int(positions.shape[-1])
+    """`rotary_embedding(positions, query, key, head_size, cos_sin_cache, is_neox)`: one position per token
+    ([tokens] or [batch, seq]; mrope's [3, tokens] counts 3x, which only makes the bound stricter)."""
+    return int(positions.numel())
 
 
 def _cache_write_tokens(key: Any, *args: Any, **kwargs: Any) -> int:
@@ -94,11 +101,13 @@ def on_one_thread(
 
     @functools.wraps(kernel)
     def serial(*args: Any, **kwargs: Any) -> Any:
+        if torch.compiler.is_compiling():  # traced into a graph: no ctypes calls there
+            return kernel(*args, **kwargs)
         full = threads.get()
         if full <= 1 or tokens(*args, **kwargs) > max_tokens:
             return kernel(*args, **kwargs)
-        threads.set(1)
         try:
+            threads.set(1)
             return kernel(*args, **kwargs)
         finally:
             threads.set(full)
@@ -112,7 +121,8 @@ def serialize_small_kernels(
 ) -> list[str]:
     """Wrap `SERIAL_KERNELS` in `ops` (default: `vllm._custom_ops`) with `on_one_thread`; idempotent.
 
-    Returns the names wrapped now or before; empty when no libgomp is loaded or `ops` lacks them.
+    Returns the names wrapped now or before; empty when no libgomp is loaded or `ops` lacks them. Kernels
+    wrapped before keep their `threads` and `max_tokens` (`restore_kernels` first to change them).
     """
     if ops is None:
         import vllm._custom_ops as ops

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 from typing import Any
 
@@ -30,10 +31,13 @@ class FakeThreads:
 
 
 class Tokens:
-    """Stands in for a tensor: only its shape is read."""
+    """Stands in for a tensor: only its shape and size are read."""
 
     def __init__(self, *shape: int) -> None:
         self.shape = shape
+
+    def numel(self) -> int:
+        return math.prod(self.shape)
 
 
 def _fake_ops(threads: FakeThreads, seen: list[tuple[str, int]]) -> Any:
@@ -114,6 +118,16 @@ def test_install_is_idempotent_and_restorable() -> None:
     assert ops.rotary_embedding is original
     restore_kernels(ops)  # a second restore is harmless
     assert ops.rotary_embedding is original
+
+
+def test_inside_a_compile_trace_the_kernel_is_called_directly(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch = pytest.importorskip("torch")
+    threads, seen = FakeThreads(2), []
+    ops = _fake_ops(threads, seen)
+    serialize_small_kernels(ops, threads)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    ops.rotary_embedding(Tokens(4), None, None, 64, None, True)
+    assert seen == [("rotary", 2)] and threads.changes == []  # no thread change traced into a graph
 
 
 def test_missing_kernels_are_skipped() -> None:
