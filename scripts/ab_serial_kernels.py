@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = engine.generate(prompts[step], sampling)
         return time.perf_counter() - started, [row.token_ids for row in rows]
 
-    sample(0, True), sample(0, False)  # warm-up
+    for serial in (True, False):  # warm-up
+        sample(0, serial)
     seconds: dict[bool, list[float]] = {True: [], False: []}
     for step in range(1, args.steps + 1):
         tokens = {}

@@ -34,9 +34,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from r1zero.bench.omp_regions import RegionCounter, RegionTotals
 
-_PRELOADED = (
-    "R1ZERO_OMP_REGIONS_PRELOADED"  # set on the re-run, so a preload that did not take fails, not loops
-)
+# Set on the re-run, so that a preload that did not take fails instead of looping.
+_PRELOADED = "R1ZERO_OMP_REGIONS_PRELOADED"
 
 
 class Recorder:

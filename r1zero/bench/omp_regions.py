@@ -31,6 +31,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from r1zero.env import cache_dir as r1zero_cache
+
 SHIM_SOURCE = r"""
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -133,23 +135,23 @@ const char *r1zero_regions_where(void *address, long long *offset) {
 _TABLE_CAPACITY = 1024
 
 
-def default_cache_dir() -> Path:
-    """This user's own cache (R1ZERO_CACHE_DIR or ~/.cache/r1zero), not a shared /tmp another user could fill."""
-    root = os.environ.get("R1ZERO_CACHE_DIR") or Path.home() / ".cache" / "r1zero"
-    return Path(root) / "omp-regions"
+def c_compiler() -> list[str]:
+    """The C compiler command: $CC (it may carry arguments, "ccache gcc"), else cc or gcc; [] when none."""
+    return shlex.split(os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or "")
 
 
 def build_shim(cache_dir: Path | None = None, compiler: str | None = None) -> Path:
-    """Compile the shim (once per source version) into `cache_dir` (default `default_cache_dir()`); its path.
+    """Compile the shim (once per source version) into `cache_dir` (default: r1zero's cache, `r1zero.env.cache_dir`,
+    a folder of this user's, not a shared /tmp another user could fill); its path.
 
-    `compiler` (default $CC, else cc or gcc) may carry arguments ("ccache gcc"). Raises RuntimeError with the
-    compiler's message when no C compiler is found or the build fails.
+    `compiler` (default `c_compiler()`) may carry arguments. Raises RuntimeError with the compiler's message when
+    no C compiler is found or the build fails.
     """
-    command = shlex.split(compiler or os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or "")
+    command = shlex.split(compiler) if compiler else c_compiler()
     if not command:
         raise RuntimeError("counting OpenMP regions needs a C compiler (cc or gcc, or set CC)")
     digest = hashlib.sha256(SHIM_SOURCE.encode()).hexdigest()[:12]
-    cache_dir = Path(cache_dir or default_cache_dir())
+    cache_dir = Path(cache_dir or r1zero_cache() / "omp-regions")
     cache_dir.mkdir(parents=True, exist_ok=True)
     library = cache_dir / f"omp_regions-{digest}.so"
     if library.exists():

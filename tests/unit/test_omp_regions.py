@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -14,11 +13,16 @@ from typing import Any
 
 import pytest
 
-from r1zero.bench.omp_regions import RegionCounter, RegionSite, build_shim, name_sites, preload_env
-
-needs_cc = pytest.mark.skipif(
-    not (os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")), reason="no C compiler"
+from r1zero.bench.omp_regions import (
+    RegionCounter,
+    RegionSite,
+    build_shim,
+    c_compiler,
+    name_sites,
+    preload_env,
 )
+
+needs_cc = pytest.mark.skipif(not c_compiler(), reason="no C compiler")
 
 # A library with a known number of parallel regions per call: `n` regions of 2 threads each.
 TEST_LIBRARY = r"""
@@ -94,7 +98,7 @@ def _run_child(tmp_path: Path, code: str, *args: str) -> dict[str, Any]:
 
 @needs_cc
 def test_counts_exactly_the_regions_a_library_opens(tmp_path: Path) -> None:
-    compiler = shlex.split(os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or "")
+    compiler = c_compiler()
     source, library = tmp_path / "regions.c", tmp_path / "libregions.so"
     source.write_text(TEST_LIBRARY)
     built = subprocess.run(
@@ -148,7 +152,7 @@ def test_build_is_cached(tmp_path: Path) -> None:
 
 @needs_cc
 def test_compiler_with_arguments(tmp_path: Path) -> None:
-    compiler = shutil.which("cc") or shutil.which("gcc")
+    compiler = shlex.join(c_compiler())
     assert build_shim(tmp_path, compiler=f"{compiler} -DR1ZERO_UNUSED=1").exists()
 
 
