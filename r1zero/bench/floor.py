@@ -17,13 +17,20 @@ norms, activations and the sampler are left out (a few % of the flops), so the f
 
 The shape is the bench's `r1zero.bench.stats.ModelShape` (P_body is its `body_params`, P_head vocab x hidden).
 `measure_peak_flops` and `measure_bandwidth` measure the two rates with torch on this machine.
+`matrix_products_seconds` times what the floor cannot see: a real engine's own matrix kernels alone, for the
+passes a run made (small-M products that stream their weights reach neither rate at once).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from r1zero.bench.stats import ModelShape
+
+if TYPE_CHECKING:
+    import torch
 
 
 def forward_flops(shape: ModelShape, tokens: int, logit_rows: int, pairs: int) -> float:
@@ -61,7 +68,41 @@ def roofline_seconds(flops: float, bytes_moved: float, peak_flops: float, bandwi
     return max(flops / peak_flops, bytes_moved / bandwidth)
 
 
-def _best_seconds(fn, repeats: int) -> float:
+def matrix_products_seconds(
+    products: Sequence[tuple[Callable[[torch.Tensor], object], int]],
+    head: Callable[[torch.Tensor], object],
+    hidden: int,
+    shapes: Iterable[tuple[int, int]],
+    dtype: torch.dtype,
+    repeats: int = 3,
+) -> dict[tuple[int, int], float]:
+    """Seconds one forward's matrix products take alone, for each distinct (tokens, rows) of `shapes`: every
+    `(product, in_features)` of `products`, in order, on a random [tokens, in_features] input, then `head` on a
+    random [rows, hidden] input, back to back with nothing between them; best of `repeats` after a warm-up.
+
+    With a model's linear layers as `products` (their own kernels and weights, so the weights stream from memory
+    as in a real pass), this is the part of each pass that no engine change can take off.
+    Example: shapes [(251, 16), (16, 16), (16, 16), (15, 16)] -> keys (15, 16), (16, 16), (251, 16); each value
+    is the best of `repeats` replays of all the products for that shape (prefill 251 tokens, decode 16 and 15).
+    """
+    import torch
+
+    best: dict[tuple[int, int], float] = {}
+    with torch.inference_mode():
+        for tokens, rows in sorted(set(shapes)):
+            inputs = [torch.randn(tokens, in_features, dtype=dtype) for _, in_features in products]
+            head_input = torch.randn(rows, hidden, dtype=dtype)
+
+            def replay(inputs: list[torch.Tensor] = inputs, head_input: torch.Tensor = head_input) -> None:
+                for (product, _), x in zip(products, inputs):
+                    product(x)
+                head(head_input)
+
+            best[(tokens, rows)] = _best_seconds(replay, repeats)
+    return best
+
+
+def _best_seconds(fn: Callable[[], object], repeats: int) -> float:
     fn()  # warm-up: thread pool, page faults
     best = float("inf")
     for _ in range(repeats):

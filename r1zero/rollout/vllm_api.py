@@ -150,6 +150,10 @@ USES: tuple[Use, ...] = (
     # -- small CPU kernels on the calling thread (serial_kernels.serialize_small_kernels, eager CPU engines)
     Call("vllm._custom_ops.rotary_embedding", positional=6, used_by="serial_kernels"),
     Call("vllm._custom_ops.cpu_attn_reshape_and_cache", positional=6, used_by="serial_kernels"),
+    # -- each pass's matrix products replayed alone (scripts/profile_rollout.py, linear_products)
+    *(Attr("vllm.model_executor.layers.linear.LinearBase", a, "linear_products")
+      for a in ("quant_method", "input_size")),
+    Call("vllm.model_executor.layers.linear.UnquantizedLinearMethod.apply", positional=3, used_by="linear_products"),
     # -- memory and shutdown (sleep, wake, close)
     Call(f"{LLM}.sleep", ("level",), used_by="sleep"),
     Call(f"{LLM}.wake_up", used_by="wake"),
