@@ -22,7 +22,7 @@ from r1zero.algo import filter_zero_variance_groups, group_advantages, overlong_
 from r1zero.config import RunConfig
 from r1zero.distributed import phase
 from r1zero.parts import PhaseTimer, PromptSampler, Scored, rollout_metrics, score_completions
-from r1zero.rollout.base import RolloutEngine, SamplingSettings, tokenize_prompts
+from r1zero.rollout.base import RolloutEngine, SamplingSettings, step_seed, tokenize_prompts
 from r1zero.tasks.templates import build_prompts
 from r1zero.types import Completion, Example, Prompt
 
@@ -185,7 +185,7 @@ class Collector:
         tokenize_prompts(self.tokenizer, prompts, cfg.rollout.max_prompt_tokens)  # fail early on long prompts
         # Prompt i of round r gets the same seed whichever rank samples it (round 0: i's own index).
         sampling = SamplingSettings.from_config(
-            cfg.rollout, seed=cfg.seed * 1_000_003 + step, index_offset=round_index * B + gen_lo
+            cfg.rollout, seed=step_seed(cfg.seed, step), index_offset=round_index * B + gen_lo
         )
         request = Request(indices, prompts, sampling)
         submit = getattr(self.engine, "submit", None)

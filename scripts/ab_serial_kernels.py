@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from r1zero.bench.loops import compose_config, step_prompts
     from r1zero.models import resolve_model
-    from r1zero.rollout.base import SamplingSettings
+    from r1zero.rollout.base import SamplingSettings, step_seed
     from r1zero.rollout.serial_kernels import restore_kernels, serialize_small_kernels
     from r1zero.rollout.vllm_engine import VLLMEngine
 
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             restore_kernels()
         engine._llm.reset_prefix_cache()
-        sampling = SamplingSettings.from_config(cfg.rollout, seed=cfg.seed * 1_000_003 + step)
+        sampling = SamplingSettings.from_config(cfg.rollout, seed=step_seed(cfg.seed, step))
         started = time.perf_counter()
         rows = engine.generate(prompts[step], sampling)
         return time.perf_counter() - started, [row.token_ids for row in rows]

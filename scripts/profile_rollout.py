@@ -152,7 +152,7 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
     from r1zero.bench.stats import ModelShape
     from r1zero.cpu import cpu_flags, describe_vector_features, guest_halt_poll_ns, parallel_region_us
     from r1zero.models import resolve_model
-    from r1zero.rollout.base import SamplingSettings
+    from r1zero.rollout.base import SamplingSettings, step_seed
     from r1zero.rollout.vllm_engine import VLLMEngine, inprocess_worker
 
     cfg = compose_config(args.overrides)
@@ -175,7 +175,7 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
     prompts = step_prompts(cfg, engine.tokenizer, args.steps + 1)
 
     def sample(step: int) -> list[Any]:
-        sampling = SamplingSettings.from_config(cfg.rollout, seed=cfg.seed * 1_000_003 + step)
+        sampling = SamplingSettings.from_config(cfg.rollout, seed=step_seed(cfg.seed, step))
         return engine.generate(prompts[step], sampling)
 
     sample(0)  # warm-up, not timed

@@ -136,7 +136,7 @@ def components(overrides: list[str], warmup: int, reps: int, workdir: str) -> di
     from r1zero.algo import group_advantages
     from r1zero.learner.learner import Learner
     from r1zero.models import resolve_model
-    from r1zero.rollout.base import SamplingSettings, build_engine, request_seed, tokenize_prompts
+    from r1zero.rollout.base import SamplingSettings, build_engine, request_seed, step_seed, tokenize_prompts
     from r1zero.sync import make_probe, push_weights, verify_sync
     from r1zero.tasks.templates import build_prompts
 
@@ -158,7 +158,7 @@ def components(overrides: list[str], warmup: int, reps: int, workdir: str) -> di
     import vllm
 
     # ---- rollout: our phase vs bare LLM.generate, identical requests
-    sampling = SamplingSettings.from_config(cfg.rollout, seed=cfg.seed * 1_000_003 + 1)
+    sampling = SamplingSettings.from_config(cfg.rollout, seed=step_seed(cfg.seed, 1))
     ids = tokenize_prompts(tokenizer, prompts, cfg.rollout.max_prompt_tokens)
     requests = [{"prompt_token_ids": p} for p in ids]
     params = [

@@ -150,6 +150,13 @@ def tokenize_prompts(
     return ids
 
 
+def step_seed(run_seed: int, step: int) -> int:
+    """The sampling seed of training step `step` in a run seeded `run_seed` (what the loop passes to
+    `SamplingSettings`; each prompt's seed then comes from `request_seed`). Example: step_seed(0, 5) = 5,
+    step_seed(2, 1) = 2_000_007."""
+    return run_seed * 1_000_003 + step
+
+
 def request_seed(seed: int, prompt_index: int) -> int:
     """A per-prompt seed in [0, 2**31) derived from the step seed by hashing (not `seed + i`, so that the seeds of
     consecutive steps do not overlap). Sample j of the prompt uses `request_seed + j` (vLLM's rule for n > 1)."""

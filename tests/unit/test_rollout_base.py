@@ -14,6 +14,7 @@ from r1zero.rollout.base import (
     build_engine,
     normalize_param_name,
     request_seed,
+    step_seed,
     tokenize_prompts,
 )
 from r1zero.types import Example, Prompt
@@ -63,6 +64,13 @@ def test_sampling_settings_from_config_and_validation() -> None:
         SamplingSettings(n=2, max_new_tokens=4, temperature=-0.1)
     with pytest.raises(ValueError, match=r"\.n must"):
         SamplingSettings(n=0, max_new_tokens=4)
+
+
+def test_step_seed_is_the_documented_formula() -> None:
+    # conf: step s of a run seeded `seed` samples with seed * 1_000_003 + s (hand-computed)
+    assert step_seed(0, 5) == 5
+    assert step_seed(2, 1) == 2_000_007
+    assert len({step_seed(seed, step) for seed in range(3) for step in range(100)}) == 300
 
 
 def test_request_seed_is_deterministic_and_spreads_steps_apart() -> None:
