@@ -188,6 +188,8 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
             rows = sample(step)
             generate_s += time.perf_counter() - started
             generated += sum(len(c.token_ids) for c in rows)
+    if len(recorder.heads) != len(recorder.forwards):
+        raise RuntimeError(f"{len(recorder.forwards)} forwards but {len(recorder.heads)} head calls")
     pass_shapes = [(int(f["tokens"]), int(h["rows"])) for f, h in zip(recorder.forwards, recorder.heads)]
     dtype_torch = next(recorder.model.parameters()).dtype
     products_s = matrix_products_seconds(
@@ -213,16 +215,14 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
         }
         for kind in ("prefill", "decode")
     }
-    if len(recorder.heads) != len(recorder.forwards):
-        raise RuntimeError(f"{len(recorder.forwards)} forwards but {len(recorder.heads)} head calls")
-    for fwd, head in zip(recorder.forwards, recorder.heads):
-        kind = "prefill" if fwd["tokens"] > head["rows"] else "decode"
-        flops = forward_flops(shape, int(fwd["tokens"]), int(head["rows"]), int(fwd["pairs"]))
+    for fwd, head, (tokens, head_rows) in zip(recorder.forwards, recorder.heads, pass_shapes):
+        kind = "prefill" if tokens > head_rows else "decode"
+        flops = forward_flops(shape, tokens, head_rows, int(fwd["pairs"]))
         part = parts[kind]
         part["calls"] += 1
         part["tokens"] += fwd["tokens"]
         part["seconds"] += fwd["seconds"] + head["seconds"]
-        part["products"] += products_s[(int(fwd["tokens"]), int(head["rows"]))]
+        part["products"] += products_s[(tokens, head_rows)]
         part["regions"] += fwd.get("regions", 0) + head.get("regions", 0)
         part["region_s"] += fwd.get("region_s", 0) + head.get("region_s", 0)
         part["single_regions"] += fwd.get("single", 0) + head.get("single", 0)
