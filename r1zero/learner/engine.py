@@ -115,16 +115,47 @@ def attach_logprob_head(model: Any, chunk_size: int) -> None:
     head.forward = types.MethodType(forward, head)
 
 
-def load_model(model_path: str, *, dtype: torch.dtype, gradient_checkpointing: bool, trust_remote_code: bool):
+def load_model(
+    model_path: str,
+    *,
+    dtype: torch.dtype,
+    gradient_checkpointing: bool,
+    trust_remote_code: bool,
+    trainable: bool = True,
+):
+    """The model from `model_path`. trainable: the policy, in train mode with dropout off; else a frozen model
+    (the reference) in eval mode.
+
+    transformers returns models in eval mode, and its layers checkpoint only while `self.training` is true: a
+    policy left in eval mode skips gradient checkpointing silently (tiny model: 0 recomputed layers per
+    backward, 2 per layer after `train()`). Dropout goes off in train mode because the ratio, the KL term and
+    the sync check compare logprobs of the same weights, which dropout would make random (as TRL's GRPO
+    `disable_dropout`); for the usual decoders (Llama, Qwen: attention_dropout 0) train mode changes nothing else.
+    """
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(
-        model_path, torch_dtype=dtype, attn_implementation="sdpa", trust_remote_code=trust_remote_code
+        model_path, dtype=dtype, attn_implementation="sdpa", trust_remote_code=trust_remote_code
     )
     model.config.use_cache = False
+    if not trainable:
+        return model.eval().requires_grad_(False)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return model
+    disable_dropout(model)
+    return model.train()
+
+
+def disable_dropout(model: nn.Module) -> None:
+    """Zero every dropout probability of `model`: nn.Dropout modules and the attention modules' own
+    `attention_dropout` / `dropout` rates (transformers' attention passes them to sdpa while training).
+    Example: a Qwen2 config with attention_dropout 0.5 -> every attention module's attention_dropout is 0.0."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+        for name in ("attention_dropout", "dropout"):
+            if isinstance(getattr(module, name, None), float):
+                setattr(module, name, 0.0)
 
 
 def make_adamw(params: list[nn.Parameter], cfg: LearnerConfig) -> torch.optim.AdamW:

@@ -87,10 +87,11 @@ class Learner:
         self.ref_model = None
         if algo.kl_coef > 0:  # the reference model exists only when the KL term is on
             ref = load_model(
-                model_path, dtype=dtype, gradient_checkpointing=False, trust_remote_code=trust_remote_code
-            )
+                model_path, dtype=dtype, gradient_checkpointing=False, trust_remote_code=trust_remote_code,
+                trainable=False,
+            )  # fmt: skip
             attach_logprob_head(ref, cfg.logprob_chunk_size)
-            self.ref_model = ref.to(self.device).eval().requires_grad_(False)
+            self.ref_model = ref.to(self.device)
 
     # ------------------------------------------------------------------------------------------ forward
     def _forward(

@@ -236,3 +236,53 @@ def test_zero2_on_one_rank_takes_the_plain_torch_step_with_clipping(tiny_model_p
     assert norms[1] == pytest.approx(norms[0], rel=1e-5)
     for name, value in updated[0].items():
         assert torch.allclose(value, updated[1][name], atol=1e-7, rtol=1e-5), name
+
+
+def _count_layer_forwards(model: torch.nn.Module) -> list[int]:
+    """Calls of every decoder layer's MLP, counted on entry (a checkpointed layer runs again in backward; torch
+    stops that recomputation once it has what backward needs, inside the MLP, so exit hooks would not fire)."""
+    calls = [0]
+    for layer in model.model.layers:
+        layer.mlp.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+@pytest.mark.parametrize("checkpointing", [True, False])
+def test_gradient_checkpointing_recomputes_each_layer_in_backward(
+    tiny_model_path: str, checkpointing: bool
+) -> None:
+    # With checkpointing every decoder layer's forward runs twice per micro-batch (once in forward, once again in
+    # backward to rebuild its activations); without it, once. 2 layers x 2 micro-batches here. As loaded by
+    # transformers the model is in eval mode, where checkpointing is silently skipped: the policy must train.
+    sequences = _sequences(5, n=4, group_size=2)
+    cfg = LearnerConfig(backend="torch", micro_batch_size=2, gradient_checkpointing=checkpointing)
+    learner = Learner(tiny_model_path, cfg, AlgoConfig(kl_coef=0.1), total_steps=1, max_response_len=8)
+    assert learner.module.training and learner.ref_model is not None and not learner.ref_model.training
+    layers = len(learner.module.model.layers)
+    calls = _count_layer_forwards(learner.module)
+    ref_calls = _count_layer_forwards(learner.ref_model)
+    learner.train_step(sequences, torch.tensor([1.0, -1.0, 0.5, -0.5]))
+    assert calls[0] == (2 if checkpointing else 1) * layers * 2
+    assert ref_calls[0] == layers * 2  # the reference runs under no_grad: one forward per micro-batch
+
+
+def test_training_mode_turns_dropout_off(tiny_model_path: str, tmp_path) -> None:
+    # The policy trains in train mode (for checkpointing), but RL's ratio and the sync check compare logprobs of
+    # the same weights: dropout must not make them random. A model configured with dropout still scores exactly.
+    import json
+    import shutil
+
+    path = tmp_path / "dropout"
+    shutil.copytree(tiny_model_path, path)
+    config = json.loads((path / "config.json").read_text())
+    config["attention_dropout"] = 0.5
+    (path / "config.json").write_text(json.dumps(config))
+    sequences = _sequences(6, n=4, group_size=2)
+    learner = Learner(
+        str(path), LearnerConfig(backend="torch"), AlgoConfig(), total_steps=1, max_response_len=8
+    )
+    assert learner.module.training
+    torch.manual_seed(0)
+    first = learner.logprobs(sequences)
+    for got, want in zip(first, _naive_logprobs(str(path), sequences)):
+        assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()
