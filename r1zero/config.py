@@ -481,16 +481,19 @@ class RunConfig:
         )
 
     def check_world_size(self, world_size: int) -> None:
-        """Checks that need the number of processes (known only at start-up). rollout.prompts_per_step is the
-        GLOBAL number of prompts per step: each of the W ranks takes B / W of them (whole groups)."""
+        """Checks that need the number of processes (known only at start-up; disaggregated: the learner ranks).
+        rollout.prompts_per_step is the GLOBAL number of prompts per step: each of the W ranks takes B / W of
+        them (whole groups)."""
         B, tp = self.rollout.prompts_per_step, self.rollout.tensor_parallel_size
         _check(
             B % world_size == 0,
             f"rollout.prompts_per_step ({B}) is the global number of prompts per step and must be divisible by "
             f"the number of processes ({world_size}): each rank takes prompts_per_step / {world_size} of them",
         )
+        # Colocated, these processes host the engines; disaggregated, `world_size` counts the learner ranks
+        # only and the workers are checked against tp where they are counted (r1zero.roles.role_counts).
         _check(
-            world_size % tp == 0,
+            self.roles.disaggregated or world_size % tp == 0,
             f"rollout.tensor_parallel_size ({tp}) must divide the number of processes ({world_size})",
         )
         _check(

@@ -125,6 +125,23 @@ def test_prompts_per_step_must_divide_over_the_ranks() -> None:
         cfg.check_world_size(6)
 
 
+def test_disaggregated_tensor_parallel_divides_the_workers_not_the_learners() -> None:
+    # 3 processes, 2 rollout workers at tp=2: one learner rank (its world is 1 by the time the check runs) and
+    # one tp-2 replica. Only the workers must divide by tp (roles.role_counts checks them); colocated, the
+    # learners' processes host the engines, so there they must.
+    cfg = RunConfig()
+    cfg.rollout.prompts_per_step = 2
+    cfg.rollout.tensor_parallel_size = 2
+    cfg.roles.mode = "disaggregated"
+    cfg.roles.rollout_workers = 2
+    cfg.check_world_size(1)
+    cfg.roles.mode = "colocated"
+    with pytest.raises(
+        ValueError, match=r"tensor_parallel_size \(2\) must divide the number of processes \(1\)"
+    ):
+        cfg.check_world_size(1)
+
+
 # ---------------------------------------------------------------------------------------------- metrics
 
 
