@@ -159,7 +159,8 @@ class Collector:
     learner trains step s, the first round of step s + k is requested, so the workers sample it while the
     learner trains; its samples then come from weights at most k versions older than colocated mode's. k = 0:
     every round is requested when its step needs it, exactly as colocated. Requests in flight are part of the
-    checkpoint (`pending_state`): a resumed run requests them again, so no prompt is skipped or repeated.
+    checkpoint (`pending_state`): a resumed run requests them again, so no prompt is skipped or repeated, each
+    when it enters the resumed run's window (a run resumed with a smaller k keeps the smaller bound).
     """
 
     def __init__(
@@ -175,6 +176,8 @@ class Collector:
         self.cfg, self.engine, self.sampler, self.examples = cfg, engine, sampler, examples
         self.tokenizer, self.shard, self.max_staleness = tokenizer, shard, max_staleness
         self.pending: dict[int, Request] = {}  # step -> its first round, requested ahead
+        # step -> example indices in flight at the checkpoint, not requested again yet (`load_pending`)
+        self.deferred: dict[int, list[int]] = {}
 
     def _request(self, step: int, round_index: int, indices: list[int] | None = None) -> Request:
         """Draw the round's prompts (unless given) and, on an engine that can, send them off now."""
@@ -207,16 +210,26 @@ class Collector:
         """Request the first rounds of steps step + 1 .. step + max_staleness (those not requested yet)."""
         for ahead in range(step + 1, min(step + self.max_staleness, self.cfg.steps) + 1):
             if ahead not in self.pending:
-                self.pending[ahead] = self._request(ahead, 0)
+                self.pending[ahead] = self._request(ahead, 0, self.deferred.pop(ahead, None))
 
     def pending_state(self) -> dict[str, list[int]]:
-        """The requests in flight, for the checkpoint: step -> example indices."""
-        return {str(step): request.indices for step, request in sorted(self.pending.items())}
+        """The first rounds drawn ahead, for the checkpoint: step -> example indices (requested or deferred)."""
+        drawn = {step: request.indices for step, request in self.pending.items()} | self.deferred
+        return {str(step): indices for step, indices in sorted(drawn.items())}
 
-    def load_pending(self, state: dict[str, list[int]]) -> None:
-        """A resumed run requests again what was in flight when its checkpoint was written (same prompts)."""
-        for step, indices in sorted((int(k), v) for k, v in state.items()):
-            self.pending[step] = self._request(step, 0, indices)
+    def load_pending(self, state: dict[str, list[int]], *, step: int) -> None:
+        """A run resumed after `step` requests again what was in flight at its checkpoint (the same prompts),
+        each step only once it is within max_staleness of the learner, as `queue_ahead` would have: the engine
+        holds version `step` now, so sending all at once would let step + j lag j - 1 versions whatever k is now.
+        Example: a k=3 run's steps 3, 4, 5 resumed after step 2 with k=1: step 3 now, 4 after step 3 is collected,
+        5 after step 4 (lags 0, 1, 1, never 2); with k=0 each when it is collected (on-policy)."""
+        self.deferred = {int(ahead): list(indices) for ahead, indices in state.items()}
+        self.queue_ahead(step)
+        if self.deferred:
+            log.info(
+                "roles.max_staleness=%d: steps %s (in flight at the checkpoint) are requested as they come "
+                "within %d steps of the learner", self.max_staleness, sorted(self.deferred), self.max_staleness,
+            )  # fmt: skip
 
     def _round(
         self, step: int, round_index: int, timer: PhaseTimer
@@ -228,7 +241,8 @@ class Collector:
         (own_lo, own_hi), (gen_lo, _) = self.shard.own(B), self.shard.generated(B)
         with timer("rollout"), phase("rollout", step):
             request = self.pending.pop(step, None) if round_index == 0 else None
-            request = request or self._request(step, round_index)
+            indices = self.deferred.pop(step, None) if round_index == 0 else None
+            request = request or self._request(step, round_index, indices)
             generated = self._generated(request)
             own = generated[(own_lo - gen_lo) * G : (own_hi - gen_lo) * G]  # [N / W]
         with timer("reward"), phase("reward", step):

@@ -203,7 +203,7 @@ def open_session(
         cfg, engine, sampler, train_examples, tokenizer, shard,
         max_staleness=cfg.roles.max_staleness if role is not None else 0,
     )  # fmt: skip
-    collector.load_pending(pending)  # requests in flight at the checkpoint: sent again
+    collector.load_pending(pending, step=start_step)  # requests in flight at the checkpoint: sent again
     return Session(
         cfg=cfg, rank=rank, world=world, shard=shard, run_dir=run_dir, model_path=model_path,
         eval_prompts=build_prompts(eval_examples, task, tokenizer), learner=learner, engine=engine,

@@ -5,6 +5,7 @@ algo/* metrics. A fake engine and a fake reward make every expected value counta
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import pytest
 import torch
@@ -146,3 +147,58 @@ def test_resumed_sampler_continues_with_the_same_prompts(examples, tokenizer, mo
     resumed_sampler.load_state(saved)
     got = resumed.collect(2, PhaseTimer())
     assert [p.example.uid for p in got.prompts] == [p.example.uid for p in expected.prompts]
+
+
+class AheadEngine(FakeEngine):
+    """A disaggregated engine (submit / fetch, like r1zero.rollout.remote.RemoteEngine): a request is sampled with
+    the weights the engine holds when it is submitted, and its completions carry that policy version."""
+
+    def __init__(self, version: int) -> None:
+        super().__init__()
+        self.policy_version = version
+        self.submitted: list[tuple[int, int]] = []  # (step, policy version at submission)
+
+    def submit(self, prompts, sampling, label: str = "", step: int = 0):
+        self.submitted.append((step, self.policy_version))
+        return [replace(c, policy_version=self.policy_version) for c in self.generate(prompts, sampling)]
+
+    def fetch(self, ticket) -> list[Completion]:
+        return ticket
+
+
+@pytest.mark.parametrize(
+    ("k", "lags"),
+    [
+        (3, [0, 1, 2, 3]),  # same k: steps 3-5 requested at resume with version 2 lag 0, 1, 2; step 6 lags 3
+        (1, [0, 1, 1, 1]),  # step 3 at resume (v2); 4 at collect(3) (v2, lag 1); 5 at collect(4) (v3), ...
+        (0, [0, 0, 0, 0]),  # each step requested when it is collected, with the weights of the step before
+    ],
+)
+def test_resume_with_a_smaller_max_staleness_keeps_the_bound(
+    examples, tokenizer, monkeypatch, k, lags
+) -> None:
+    """A k=3 run checkpointed after step 2 had steps 3, 4, 5 in flight. Resumed with k, each of them is requested
+    only when it enters the window of k steps ahead (the checkpoint's prompts, none skipped or repeated), so no
+    sample lags more than k versions; the checkpoint keeps the steps not requested yet."""
+    monkeypatch.setattr(collect_module, "score_completions", fake_score)
+    cfg = RunConfig(
+        task=TaskConfig(name="arithmetic"), rollout=RolloutConfig(prompts_per_step=B, group_size=G)
+    )
+    sampler = PromptSampler(len(examples), seed=3)
+    in_flight = {str(step): sampler.next(B) for step in (3, 4, 5)}  # what the k=3 run had requested
+    after = sampler.state()
+    engine = AheadEngine(version=2)  # resume pushed the step-2 weights
+    collector = Collector(cfg, engine, sampler, examples, tokenizer, dp.Shard(), max_staleness=k)
+    collector.load_pending(in_flight, step=2)
+    assert collector.pending_state() == in_flight  # requested or not, every one is in the next checkpoint
+    got_lags, uids = [], []
+    for step in (3, 4, 5, 6):
+        samples = collector.collect(step, PhaseTimer())
+        got_lags.append(samples.metrics["rollout/policy_version_lag_max"])
+        uids.append([p.example.uid for p in samples.prompts])
+        engine.policy_version = step  # the learner trains step `step`, then pushes its weights
+    assert got_lags == lags
+    fresh = PromptSampler(len(examples), seed=3)
+    fresh.load_state(after)
+    expected = [in_flight[s] for s in ("3", "4", "5")] + [fresh.next(B)]  # then the sampler goes on
+    assert uids == [[examples[i].uid for i in indices] for indices in expected]

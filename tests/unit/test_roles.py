@@ -172,7 +172,7 @@ def test_a_resumed_collector_requests_the_rounds_in_flight_again(tokenizer, monk
     engine = AheadEngine()
     engine.policy_version = 2  # the checkpoint's weights, pushed on resume
     second = collector(tokenizer, 2, 6, engine, sampler_state=saved_sampler)
-    second.load_pending(saved_pending)
+    second.load_pending(saved_pending, step=2)
     assert [step for step, _ in engine.submitted] == [3, 4]  # sent again at once, in order
     after = run_steps(second, engine, 3, 6)
     assert [p for p, _ in before + after] == [p for p, _ in whole]
