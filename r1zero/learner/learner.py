@@ -129,17 +129,29 @@ class Learner:
         self, sequences: Sequence[TokenSequence], *, reference: bool = False, temperature: float = 1.0
     ) -> list[Tensor]:
         """Per-token logprobs of each response under logits / temperature of the current policy (or the reference
-        model): list of [R_i]. Temperature 1 (the default) is what the engines' `score` reports (sync probe)."""
+        model): list of [R_i]. Temperature 1 (the default) is what the engines' `score` reports (sync probe).
+        Under ZeRO-3 every rank must call this together: each forward gathers the policy's parameters with all
+        ranks, so a rank with fewer micro-batches runs filler forwards until the busiest rank is done."""
         model = self.ref_model if reference else self.module
         if model is None:
             raise ValueError("no reference model: algo.kl_coef is 0")
         out: list[Tensor] = [torch.empty(0)] * len(sequences)
-        for batch in self._micro_batches(sequences, range(len(sequences))):
+        batches = self._micro_batches(sequences, range(len(sequences)))
+        passes = len(batches)
+        if not reference and _is_zero3(self.engine):
+            passes = int(distributed.all_reduce_max(float(passes)))
+        for i in range(passes):
+            filler = i >= len(batches)  # a filler gathers like the others; its result is dropped
+            batch = (batches[0] if batches else self._filler()) if filler else batches[i]
             width = int(batch.response_len.max()) if len(batch.rows) else 0
             logprobs, _ = self._forward(model, batch, width, temperature)  # [n, width]
-            for local, row in enumerate(batch.rows):
+            for local, row in enumerate([] if filler else batch.rows):
                 out[row] = logprobs[local, : int(batch.response_len[local])].float().cpu()
         return out
+
+    def _filler(self) -> PackedBatch:
+        """A one-token micro-batch for a rank with nothing of its own to forward."""
+        return pack([([0], [0])], [0]).to(self.device)
 
     def _padded_logprobs(self, sequences: Sequence[TokenSequence], *, reference: bool = False) -> Tensor:
         """[N, T] logprobs at the sampling temperature (old or reference policy), zero-padded."""

@@ -286,3 +286,24 @@ def test_training_mode_turns_dropout_off(tiny_model_path: str, tmp_path) -> None
     first = learner.logprobs(sequences)
     for got, want in zip(first, _naive_logprobs(str(path), sequences)):
         assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()
+
+
+def test_zero3_logprobs_run_as_many_forwards_as_the_busiest_rank(
+    tiny_model_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Under ZeRO-3 every forward gathers parameters with all ranks, so a rank with fewer micro-batches (dynamic
+    # sampling splits groups unevenly) must run filler forwards, as train_step does, or the busier rank hangs.
+    # One process here: the peer is faked by the all-reduce, which reports a rank with 3 micro-batches.
+    sequences = _sequences(7, n=2, group_size=2)
+    cfg = LearnerConfig(backend="deepspeed", zero_stage=3, micro_batch_size=2)
+    learner = Learner(tiny_model_path, cfg, AlgoConfig(), total_steps=1, max_response_len=8)
+    monkeypatch.setattr(distributed, "all_reduce_max", lambda value: max(value, 3.0))
+    calls = []
+    forward = learner._forward
+    learner._forward = lambda *a, **k: calls.append(1) or forward(*a, **k)  # type: ignore[method-assign]
+    got = learner.logprobs(sequences)
+    assert len(calls) == 3  # its own micro-batch, then two fillers
+    for g, w in zip(got, _naive_logprobs(tiny_model_path, sequences)):  # the fillers change no result
+        assert torch.allclose(g, w, atol=1e-4)
+    calls.clear()
+    assert learner.logprobs([]) == [] and len(calls) == 3  # a rank with nothing to score still joins
