@@ -149,6 +149,13 @@ def aggregate(records: Sequence[dict[str, Any]], ks: Sequence[int]) -> dict[str,
     return metrics
 
 
+def collective_engine(engine: Any) -> bool:
+    """True for an engine whose calls every learner rank must make together: disaggregated mode's RemoteEngine
+    (r1zero.rollout.remote; the one with `submit`, as r1zero.collect tells it): `submit` all-gathers the ranks'
+    prompts and `fetch` broadcasts the samples. A colocated engine serves its own rank alone."""
+    return getattr(engine, "submit", None) is not None
+
+
 def evaluate_model(
     engine: Any,
     prompts: Sequence[Prompt],
@@ -167,9 +174,11 @@ def evaluate_model(
     ks above n are dropped. temperature 0 is greedy. Deterministic given seed (per-prompt seeds, see
     `r1zero.rollout.base.request_seed`). index_offset: the global index of prompts[0] when `prompts` is one
     rank's share of the problems (seeds and record indices as if all were evaluated in one call).
+    A rank with no problems returns ({}, []); on a collective engine (`collective_engine`) it still calls
+    `generate`, so that its next collective does not pair with the other ranks' inside the engine.
     """
     ks = sorted({k for k in ks if k <= n})
-    if not prompts:
+    if not prompts and not collective_engine(engine):
         return {}, []
     sampling = SamplingSettings(
         n=n,
@@ -180,6 +189,8 @@ def evaluate_model(
         index_offset=index_offset,
     )
     completions = engine.generate(prompts, sampling)  # [len(prompts) * n], prompt-major
+    if not prompts:
+        return {}, []
     scored = score_completions(task, prompts, completions)
     records = []
     for i, prompt in enumerate(prompts):
