@@ -39,7 +39,9 @@ class StepSamples:
     own: this rank's rows of `completions`, with token ids and sampling logprobs; own_advantages, own_keep: theirs.
         A rank left without groups (dynamic sampling found fewer than W) gets a copy of group 0 with no loss rows.
     generated: what this rank's engine generated in the last round (the sync probe draws from it).
-    metrics: reward/*, rollout/* and aha/* over EVERY completion sampled this step, algo/* of the trained batch.
+    metrics: reward/*, rollout/* and aha/* over EVERY completion sampled this step, algo/* of the trained batch,
+        perf/rollout_tokens_per_s or perf/rollout_wait_s (`rollout_rate_metrics`).
+    tokens_generated: the tokens of every completion sampled this step (each round, every rank): what was paid for.
     """
 
     prompts: list[Prompt]
@@ -53,6 +55,7 @@ class StepSamples:
     own_keep: torch.Tensor
     generated: list[Completion]
     metrics: dict[str, float]
+    tokens_generated: int
 
 
 @dataclass
@@ -133,6 +136,20 @@ def policy_lag_metrics(versions: list[int], step: int) -> dict[str, float]:
         "rollout/policy_version_lag": sum(lags) / len(lags),
         "rollout/policy_version_lag_max": float(max(lags)),
     }
+
+
+def rollout_rate_metrics(tokens: int, rollout_s: float, max_staleness: int) -> dict[str, float]:
+    """perf/* of the step's rollout phase (`tokens`: every round's, `rollout_s`: the phase's wall time).
+
+    k = 0: the learner waited while every token was generated, so tokens / seconds is the rollout's rate
+    (perf/rollout_tokens_per_s). k >= 1: the first round was generated while the learner trained the step before,
+    and the phase only times the learner's wait for it (about 0 s when the workers keep up): a rate over it would
+    be meaningless, so the phase is logged as that wait (perf/rollout_wait_s). Example: 2048 tokens in 4 s,
+    k = 0 -> 512 tokens/s; k = 1 -> wait 4 s.
+    """
+    if max_staleness >= 1:
+        return {"perf/rollout_wait_s": rollout_s}
+    return {"perf/rollout_tokens_per_s": tokens / max(1e-9, rollout_s)}
 
 
 def zero_std_fraction(rewards: list[float], group_size: int) -> float:
@@ -303,10 +320,12 @@ class Collector:
             own_advantages, own_keep = torch.zeros(len(own)), torch.zeros(len(own), dtype=torch.bool)
         metrics = self._metrics(everything, batch, advantages, keep, len(seen))
         metrics |= policy_lag_metrics([c.policy_version for c in everything.completions], step)
+        tokens = sum(len(c.token_ids) for c in everything.completions)  # every round, not only the kept batch
+        metrics |= rollout_rate_metrics(tokens, timer.seconds.get("rollout", 0.0), self.max_staleness)
         self.queue_ahead(step)  # the workers sample ahead while the learner trains this step
         return StepSamples(
             batch.prompts, batch.completions, batch.scored, rewards, advantages, keep, own, own_advantages,
-            own_keep, generated, metrics,
+            own_keep, generated, metrics, tokens,
         )  # fmt: skip
 
     def _own_rows(self, batch: Sampled) -> tuple[list[Completion], slice]:

@@ -174,9 +174,7 @@ def train_step(session: Session, step: int, stop_requested: bool) -> bool:
     with phase("metrics", step):
         loss_tokens = sum(len(c.token_ids) for c, k in zip(samples.own, samples.own_keep) if k)
         combined, stop_now = dp.reduce_rank_metrics(own, loss_tokens, stop_requested)
-    metrics |= combined
-    n_tokens = sum(len(c.token_ids) for c in samples.completions)
-    metrics["perf/rollout_tokens_per_s"] = n_tokens / max(1e-9, timer.seconds["rollout"])
+    metrics |= combined  # (perf/rollout_tokens_per_s came with the samples: collect.rollout_rate_metrics)
     metrics["train/step"] = float(step)
     history = session.history
     from r1zero.cost import accumulate
@@ -187,7 +185,7 @@ def train_step(session: Session, step: int, stop_requested: bool) -> bool:
         if f"perf/{name}_s" in metrics
     }
     history["cost_totals"] = accumulate(
-        history.get("cost_totals", {}), phases, tokens_generated=n_tokens,
+        history.get("cost_totals", {}), phases, tokens_generated=samples.tokens_generated,  # every round
         tokens_trained=metrics.get("perf/learner_tokens", 0.0),
     )  # fmt: skip
     session.add_wall_time()

@@ -202,3 +202,38 @@ def test_resume_with_a_smaller_max_staleness_keeps_the_bound(
     fresh.load_state(after)
     expected = [in_flight[s] for s in ("3", "4", "5")] + [fresh.next(B)]  # then the sampler goes on
     assert uids == [[examples[i].uid for i in indices] for indices in expected]
+
+
+def test_tokens_and_rollout_rate_count_every_round_sampled(examples, tokenizer, monkeypatch) -> None:
+    """Dynamic sampling: the throughput and the cost's tokens count each round generated, not only the kept
+    batch. FakeEngine's samples are 2 tokens each, so `rounds` rounds of B x G samples are rounds * B * G * 2."""
+    collector, _, engine = make(
+        examples, tokenizer, monkeypatch, dynamic_sampling=True, max_sampling_rounds=9
+    )
+    timer = PhaseTimer()
+    samples = collector.collect(1, timer)
+    assert engine.calls > 1  # more than one round, or the test shows nothing
+    assert samples.tokens_generated == engine.calls * B * G * 2
+    assert sum(len(c.token_ids) for c in samples.completions) == B * G * 2  # the kept batch alone: 1 round
+    rate = samples.metrics["perf/rollout_tokens_per_s"]
+    assert rate == pytest.approx(engine.calls * B * G * 2 / timer.seconds["rollout"])
+
+
+def test_with_requests_ahead_the_rollout_phase_is_labelled_the_learners_wait(
+    examples, tokenizer, monkeypatch
+) -> None:
+    """k >= 1: the samples were generated while the learner trained the step before, so the rollout phase only
+    times the learner waiting for them: it is logged as that wait, and no tokens/s is made of it."""
+    monkeypatch.setattr(collect_module, "score_completions", fake_score)
+    cfg = RunConfig(
+        task=TaskConfig(name="arithmetic"), rollout=RolloutConfig(prompts_per_step=B, group_size=G)
+    )
+    sampler = PromptSampler(len(examples), seed=3)
+    collector = Collector(
+        cfg, AheadEngine(version=0), sampler, examples, tokenizer, dp.Shard(), max_staleness=1
+    )
+    for step in (1, 2):
+        timer = PhaseTimer()
+        metrics = collector.collect(step, timer).metrics
+        assert "perf/rollout_tokens_per_s" not in metrics
+        assert metrics["perf/rollout_wait_s"] == timer.seconds["rollout"]
