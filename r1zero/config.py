@@ -234,6 +234,9 @@ class LearnerConfig:
     backend: str = "deepspeed"
     # DeepSpeed ZeRO stage (0-3).
     zero_stage: int = 2
+    # ZeRO-3: parameters of at most this many elements stay whole on every rank rather than being gathered for
+    # each use (norms, biases: one small gather each). None: DeepSpeed's default (100,000); 0 partitions all.
+    zero3_persistence_threshold: int | None = None
     # Parameter dtype of the trained model, a key of r1zero.learner.learner.DTYPES: fp32 or bf16 (with the
     # deepspeed backend, DeepSpeed's bf16 mode).
     precision: str = "fp32"
@@ -282,6 +285,10 @@ class LearnerConfig:
             self.micro_batch_size >= 1, f"learner.micro_batch_size must be >= 1; got {self.micro_batch_size}"
         )
         _check(self.logprob_chunk_size >= 1, "learner.logprob_chunk_size must be >= 1")
+        _check(
+            self.zero3_persistence_threshold is None or self.zero3_persistence_threshold >= 0,
+            f"learner.zero3_persistence_threshold must be >= 0 or null; got {self.zero3_persistence_threshold}",
+        )
         _check(self.max_grad_norm >= 0, "learner.max_grad_norm must be >= 0 (0 = no clipping)")
 
 

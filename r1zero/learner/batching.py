@@ -44,6 +44,7 @@ class PackedBatch:
     target_row:     [M] local row (0..n-1) of each target; target_col: [M] its index within its response.
     response_len:   [n] response lengths.
     num_tokens:     real (not padding) tokens in input_ids.
+    row_index:      [n] rows as a tensor.
     """
 
     rows: list[int]
@@ -56,10 +57,15 @@ class PackedBatch:
     target_col: Tensor
     response_len: Tensor
     num_tokens: int = -1
+    row_index: Tensor | None = (
+        None  # [n] `rows` as a tensor (moved with the batch, for slicing on the device)
+    )
 
     def __post_init__(self) -> None:
         if self.num_tokens < 0:
             self.num_tokens = int(self.input_ids.numel())
+        if self.row_index is None:
+            self.row_index = torch.tensor(self.rows, dtype=torch.long)
 
     @property
     def num_padding(self) -> int:

@@ -93,26 +93,51 @@ def deepspeed_config(cfg: LearnerConfig, *, world_size: int) -> dict[str, Any]:
             },
         }
     if cfg.zero_stage == 3:
-        config["zero_optimization"].update(
-            {"stage3_gather_16bit_weights_on_model_save": True, "stage3_param_persistence_threshold": 0}
-        )
+        config["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] = True
+        if cfg.zero3_persistence_threshold is not None:
+            config["zero_optimization"]["stage3_param_persistence_threshold"] = (
+                cfg.zero3_persistence_threshold
+            )
     return config
 
 
-def attach_logprob_head(model: Any, chunk_size: int) -> None:
-    """Make `model.lm_head(hidden, labels, temperature)` return (logprobs, entropy) computed in chunks.
+def attach_packed_forward(model: Any, chunk_size: int) -> None:
+    """Make `model(input_ids, position_ids, attention_mask, target_pos, labels, temperature)` return the
+    (logprobs [M], entropy [M]) of a packed micro-batch (r1zero.learner.batching.PackedBatch's fields).
 
-    The lm_head module keeps its parameters, so ZeRO-3 still gathers its weight around the call (and in
-    backward); the [tokens, vocab] logits are never all materialised. hidden: [M, H], labels: [M].
+    The decoder runs on input_ids / position_ids [R, S] (attention_mask [R, 1, S, S] or None); the hidden states
+    at target_pos [M] (flat row * S + column) go through the lm_head, whose forward computes logprobs of labels
+    [M] in chunks of `chunk_size` rows, so the [M, vocab] logits never all exist. The lm_head keeps its
+    parameters, so ZeRO-3 gathers its weight around the call and in backward.
+    The forward goes through the root module on purpose: DeepSpeed's ZeRO-3 ends a step's parameter trace in
+    the root module's forward hook, and only a complete trace prefetches the next layers' parameters while the
+    current one computes (calling the decoder and the head directly left the trace invalid: no prefetch).
     """
     head = model.get_output_embeddings()
     if getattr(head, "bias", None) is not None:
         raise ValueError("the chunked logprob head supports lm_heads without bias (Llama/Qwen/Mistral style)")
 
-    def forward(self: Any, hidden: Tensor, labels: Tensor, temperature: float = 1.0):
+    def head_forward(self: Any, hidden: Tensor, labels: Tensor, temperature: float = 1.0):
         return hidden_to_logprobs(hidden, self.weight, labels, temperature=temperature, chunk_size=chunk_size)
 
-    head.forward = types.MethodType(forward, head)
+    def packed_forward(
+        self: Any,
+        input_ids: Tensor,
+        position_ids: Tensor,
+        attention_mask: Tensor | None,
+        target_pos: Tensor,
+        labels: Tensor,
+        temperature: float = 1.0,
+    ) -> tuple[Tensor, Tensor]:
+        body = self.get_decoder() if hasattr(self, "get_decoder") else self.model
+        hidden = body(
+            input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask, use_cache=False
+        ).last_hidden_state  # [R, S, H]
+        targets = hidden.flatten(0, 1)[target_pos]  # [M, H]
+        return self.get_output_embeddings()(targets, labels, temperature)  # [M], [M]
+
+    head.forward = types.MethodType(head_forward, head)
+    model.forward = types.MethodType(packed_forward, model)
 
 
 def load_model(

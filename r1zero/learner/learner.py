@@ -22,12 +22,13 @@ from r1zero.learner.batching import (
     response_layout,
 )
 from r1zero.learner.engine import (
-    attach_logprob_head,
+    attach_packed_forward,
     build_engine,
     clip_gradients,
     learner_clips,
     load_model,
 )
+from r1zero.learner.tally import StepTally, StepTensors
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -71,7 +72,7 @@ class Learner:
             gradient_checkpointing=cfg.gradient_checkpointing,
             trust_remote_code=trust_remote_code,
         )
-        attach_logprob_head(model, cfg.logprob_chunk_size)
+        attach_packed_forward(model, cfg.logprob_chunk_size)
         # Packing layout: one row per micro-batch or several, whichever the cost model says is cheaper.
         self.pair_cost = attention_pair_cost(model.config)
         self.engine = build_engine(
@@ -90,39 +91,38 @@ class Learner:
                 model_path, dtype=dtype, gradient_checkpointing=False, trust_remote_code=trust_remote_code,
                 trainable=False,
             )  # fmt: skip
-            attach_logprob_head(ref, cfg.logprob_chunk_size)
+            attach_packed_forward(ref, cfg.logprob_chunk_size)
             self.ref_model = ref.to(self.device)
 
     # ------------------------------------------------------------------------------------------ forward
     def _forward(
         self, model: Any, batch: PackedBatch, width: int, temperature: float
     ) -> tuple[Tensor, Tensor]:
-        """Response logprobs and entropy [n, width] of logits / temperature for one packed micro-batch."""
-        body = model.get_decoder() if hasattr(model, "get_decoder") else model.model
-        hidden = body(
+        """Response logprobs and entropy [n, width] of logits / temperature for one packed micro-batch, through
+        the root module (see `attach_packed_forward`)."""
+        logprobs, entropy = model(
             input_ids=batch.input_ids,
             position_ids=batch.position_ids,
             attention_mask=batch.attention_mask,
-            use_cache=False,
-        ).last_hidden_state  # [R, S, H]
-        targets = hidden.flatten(0, 1)[batch.target_pos]  # [M, H]
-        logprobs, entropy = model.get_output_embeddings()(targets, batch.labels, temperature)  # [M], [M]
+            target_pos=batch.target_pos,
+            labels=batch.labels,
+            temperature=temperature,
+        )  # [M], [M]; fmt: skip
         return batch.unpack(logprobs, width), batch.unpack(entropy, width)  # [n, width] each
 
-    def _micro_batches(self, sequences: Sequence[TokenSequence], rows: Sequence[int]) -> list[PackedBatch]:
-        """Packed micro-batches over `rows` (indices into sequences), in order."""
+    def _plan(self, sequences: Sequence[TokenSequence], rows: Sequence[int]) -> list[list[int]]:
+        """The micro-batches over `rows` (indices into sequences), in order: lists of sequence indices."""
         plan = plan_micro_batches(
             [len(sequences[r][0]) + len(sequences[r][1]) for r in rows], self.cfg.micro_batch_size
         )
-        return [
-            pack(
-                sequences,
-                [rows[j] for j in part],
-                share_prompts=self.cfg.share_prompts,
-                pair_cost=self.pair_cost,
-            ).to(self.device)
-            for part in plan
-        ]
+        return [[rows[j] for j in part] for part in plan]
+
+    def _pack(self, sequences: Sequence[TokenSequence], rows: Sequence[int]) -> PackedBatch:
+        """One micro-batch, packed and on the device. Packed when it is used, not all up front: one micro-batch's
+        tensors (and its attention mask) are on the device at a time."""
+        return pack(sequences, rows, share_prompts=self.cfg.share_prompts, pair_cost=self.pair_cost).to(
+            self.device
+        )
 
     @torch.no_grad()
     def logprobs(
@@ -136,22 +136,22 @@ class Learner:
         if model is None:
             raise ValueError("no reference model: algo.kl_coef is 0")
         out: list[Tensor] = [torch.empty(0)] * len(sequences)
-        batches = self._micro_batches(sequences, range(len(sequences)))
-        passes = len(batches)
+        plan = self._plan(sequences, range(len(sequences)))
+        passes = len(plan)
         if not reference and _is_zero3(self.engine):
             passes = int(distributed.all_reduce_max(float(passes)))
         for i in range(passes):
-            filler = i >= len(batches)  # a filler gathers like the others; its result is dropped
-            batch = (batches[0] if batches else self._filler()) if filler else batches[i]
+            filler = i >= len(plan)  # a filler gathers like the others; its result is dropped
+            batch = self._filler(sequences, plan) if filler else self._pack(sequences, plan[i])
             width = int(batch.response_len.max()) if len(batch.rows) else 0
             logprobs, _ = self._forward(model, batch, width, temperature)  # [n, width]
             for local, row in enumerate([] if filler else batch.rows):
                 out[row] = logprobs[local, : int(batch.response_len[local])].float().cpu()
         return out
 
-    def _filler(self) -> PackedBatch:
-        """A one-token micro-batch for a rank with nothing of its own to forward."""
-        return pack([([0], [0])], [0]).to(self.device)
+    def _filler(self, sequences: Sequence[TokenSequence], plan: list[list[int]]) -> PackedBatch:
+        """A pass that only keeps a rank in step with the others: its first micro-batch again, or one token."""
+        return self._pack(sequences, plan[0]) if plan else self._pack([([0], [0])], [0])
 
     def _padded_logprobs(self, sequences: Sequence[TokenSequence], *, reference: bool = False) -> Tensor:
         """[N, T] logprobs at the sampling temperature (old or reference policy), zero-padded."""
@@ -208,7 +208,45 @@ class Learner:
         None: the gap is only reported.
         """
         start = time.perf_counter()
-        algo = self.algo
+        step = self._step_tensors(sequences, advantages, rollout_logprobs, loss_mask)
+        # Only rows with loss are forwarded. A rank with none still runs one (fully masked) row: its backward
+        # joins the gradient all-reduce with zeros, and the others do not wait for it.
+        keep = [True] * len(sequences) if loss_mask is None else loss_mask.bool().tolist()  # [N]
+        active = [i for i, kept in enumerate(keep) if kept] or [0]
+        plan = self._plan(sequences, active)
+        # Every rank runs the same number of micro-batches (ZeRO-3 gathers parameters in each forward, and the
+        # gradient all-reduce waits for every rank's boundary backward): a rank with fewer loss rows repeats its
+        # first micro-batch with no loss tokens (a zero gradient).
+        passes = int(distributed.all_reduce_max(float(len(plan))))
+        tally = StepTally(self.device, len(sequences))
+        for iteration in range(self.algo.num_iterations):
+            for i in range(passes):
+                batch = self._pack(sequences, plan[i] if i < len(plan) else plan[0])
+                real = i < len(plan)  # a filler pass has no loss tokens
+                self._micro_step(batch, step, tally, check_gap=iteration == 0 and real, real=real)
+                self.engine.set_gradient_accumulation_boundary(i == passes - 1)
+                self.engine.backward(tally.last_loss * step.world)
+            if iteration == 0 and max_rollout_gap is not None:
+                gaps = tally.row_gap if step.rollout is not None else None
+                self._check_rollout_gap(gaps, tally.gap_sum, step.real_mask, max_rollout_gap)
+            if self.clips:
+                self.grad_norm = clip_gradients(self.module, self.cfg.max_grad_norm)
+            if iteration == 0:  # the LR of this step's updates
+                self.last_lr = float(self.engine.lr_scheduler.get_last_lr()[0])
+            self.engine.step()
+        tally.gap_tokens = float(step.real_mask[active].sum())
+        return self._step_metrics(tally, step, start)
+
+    def _step_tensors(
+        self,
+        sequences: Sequence[TokenSequence],
+        advantages: Tensor,
+        rollout_logprobs: Sequence[Sequence[float]] | None,
+        loss_mask: Tensor | None,
+    ) -> StepTensors:
+        """The step's per-row tensors, moved to the device once (micro-batches slice them there: no host copy per
+        micro-batch), with the step's global loss normaliser."""
+        algo, device = self.algo, self.device
         resp_lens = [len(r) for _, r in sequences]
         _, real_mask = response_layout([[1.0] * k for k in resp_lens])  # [N, T]
         keep = torch.ones(len(sequences), dtype=torch.bool) if loss_mask is None else loss_mask.bool()  # [N]
@@ -217,17 +255,6 @@ class Learner:
         # The normaliser of the whole step (all micro-batches, all ranks): exact gradient accumulation.
         local_norm = float(loss_normalizer(response_mask, algo.loss_aggregation, self.max_response_len))
         global_norm = distributed.all_reduce_sum(local_norm)  # every rank joins, even one with no loss rows
-        normalizer = torch.tensor(global_norm if global_norm > 0 else 1.0)
-        world = distributed.world_size() if self.cfg.backend == "deepspeed" else 1
-        # Only rows with loss are forwarded. A rank with none still runs one (fully masked) row: its backward
-        # joins the gradient all-reduce with zeros, and the others do not wait for it.
-        active = [i for i in range(len(sequences)) if bool(keep[i])] or [0]
-        batches = self._micro_batches(sequences, active)
-        # Every rank runs the same number of micro-batches (ZeRO-3 gathers parameters in each forward, and the
-        # gradient all-reduce waits for every rank's boundary backward): a rank with fewer loss rows repeats its
-        # first micro-batch with no loss tokens (a zero gradient).
-        passes = int(distributed.all_reduce_max(float(len(batches))))
-
         old_lp = None  # [N, T]; None: one on-policy pass takes its own (detached) logprobs, no extra forward
         if algo.old_logprobs_source == "rollout":
             old_lp = rollout_lp
@@ -235,79 +262,57 @@ class Learner:
             old_lp = self._padded_logprobs(sequences)
         ref_lp = self._padded_logprobs(sequences, reference=True) if self.ref_model is not None else None
 
-        gap_check = rollout_lp is not None
-        gap_sum = torch.zeros((), device=self.device)
-        row_gap = torch.zeros(len(sequences), device=self.device)  # [N] each forwarded response's max |gap|
-        # Metric sums stay on the device until the step ends: no host sync between micro-batches.
-        sums: dict[str, Tensor | float] = {}
-        tokens = 0
-        for iteration in range(algo.num_iterations):
-            for i in range(passes):
-                batch = batches[i] if i < len(batches) else batches[0]
-                rows = torch.tensor(batch.rows)
-                width = max(resp_lens[r] for r in batch.rows)
+        def moved(values: Tensor | None) -> Tensor | None:
+            return None if values is None else values.to(device, non_blocking=True)
 
-                def cut(values: Tensor | None, rows: Tensor = rows, width: int = width) -> Tensor | None:
-                    return None if values is None else values[rows, :width].to(self.device)  # [n, t]
+        return StepTensors(
+            advantages=advantages.to(device, non_blocking=True),  # [N]
+            response_mask=response_mask.to(device, non_blocking=True),  # [N, T]
+            real_mask=real_mask.to(device, non_blocking=True),  # [N, T]
+            loss_tokens=response_mask.sum(dim=1).tolist(),  # [N] on the host, for the token counts
+            normalizer=torch.tensor(global_norm if global_norm > 0 else 1.0, device=device),
+            old=moved(old_lp), rollout=moved(rollout_lp), ref=moved(ref_lp),
+            world=distributed.world_size() if self.cfg.backend == "deepspeed" else 1,
+        )  # fmt: skip
 
-                host_mask = response_mask[rows, :width] & (i < len(batches))  # [n, t]; a filler pass: none
-                weight = int(host_mask.sum())  # loss tokens of this micro-batch, counted on the host
-                mask = host_mask.to(self.device)  # [n, t]
-                logprobs, entropy = self._forward(self.module, batch, width, self.temperature)  # [n, t]
-                if gap_check and iteration == 0 and i < len(batches):
-                    with torch.no_grad():
-                        gap = (logprobs - cut(rollout_lp)).abs() * cut(real_mask)  # type: ignore[operator]
-                        row_gap[rows.to(self.device)] = gap.amax(dim=1) if gap.numel() else 0.0
-                        gap_sum = gap_sum + gap.sum()
-                out = micro_batch_loss(
-                    logprobs, advantages[rows].to(self.device), mask, normalizer,
-                    old_logprobs=cut(old_lp), rollout_logprobs=cut(rollout_lp), ref_logprobs=cut(ref_lp),
-                    clip_low=algo.clip_low, clip_high=algo.clip_high, tis_cap=algo.tis_cap,
-                    kl_coef=algo.kl_coef, kl_kind=algo.kl_kind, aggregation=algo.loss_aggregation,
-                    max_response_len=self.max_response_len,
-                )  # fmt: skip
-                self.engine.set_gradient_accumulation_boundary(i == passes - 1)
-                # DeepSpeed averages gradients over ranks; the normaliser already spans all ranks.
-                self.engine.backward(out.total * world)
-                tokens += weight
-                for name, share in (("policy", out.policy), ("kl", out.kl), ("total", out.total.detach())):
-                    sums[name] = sums.get(name, 0.0) + share
-                with torch.no_grad():
-                    sums["entropy"] = sums.get("entropy", 0.0) + (entropy * mask).sum()
-                for name, value in out.metrics.items():
-                    sums[name] = sums.get(name, 0.0) + value * weight
-            if iteration == 0 and max_rollout_gap is not None:
-                self._check_rollout_gap(row_gap if gap_check else None, gap_sum, real_mask, max_rollout_gap)
-            if self.clips:
-                self.grad_norm = clip_gradients(self.module, self.cfg.max_grad_norm)
-            if iteration == 0:
-                self.last_lr = float(
-                    self.engine.lr_scheduler.get_last_lr()[0]
-                )  # the LR of this step's updates
-            self.engine.step()
-        gap_tokens = float(real_mask[active].sum())
-        return self._step_metrics(
-            sums, response_mask, tokens, batches, row_gap, gap_sum, gap_tokens, gap_check, start
-        )
+    def _micro_step(
+        self, batch: PackedBatch, step: StepTensors, tally: StepTally, *, check_gap: bool, real: bool
+    ) -> None:
+        """Forward one micro-batch and compute its share of the step's loss (left in tally.last_loss for the
+        caller's backward); add its metrics and, on the first pass, its gap to the engine's logprobs."""
+        algo = self.algo
+        rows = batch.row_index  # [n] on the device
+        width = int(batch.response_len.max()) if len(batch.rows) else 0
 
-    def _step_metrics(
-        self,
-        sums: dict[str, Tensor | float],
-        response_mask: Tensor,
-        tokens: int,
-        batches: list[PackedBatch],
-        row_gap: Tensor,
-        gap_sum: Tensor,
-        gap_tokens: float,
-        gap_check: bool,
-        start: float,
-    ) -> dict[str, float]:
+        def cut(values: Tensor | None) -> Tensor | None:
+            return None if values is None else values[rows, :width]  # [n, t]
+
+        mask = step.response_mask[rows, :width]  # [n, t]
+        if not real:
+            mask = torch.zeros_like(mask)  # a filler pass: no loss tokens
+        logprobs, entropy = self._forward(self.module, batch, width, self.temperature)  # [n, t]
+        if check_gap and step.rollout is not None:
+            with torch.no_grad():
+                gap = (logprobs - cut(step.rollout)).abs() * cut(step.real_mask)  # type: ignore[operator]
+                tally.row_gap[rows] = gap.amax(dim=1) if gap.numel() else 0.0
+                tally.gap_sum = tally.gap_sum + gap.sum()
+        out = micro_batch_loss(
+            logprobs, step.advantages[rows], mask, step.normalizer,
+            old_logprobs=cut(step.old), rollout_logprobs=cut(step.rollout), ref_logprobs=cut(step.ref),
+            clip_low=algo.clip_low, clip_high=algo.clip_high, tis_cap=algo.tis_cap,
+            kl_coef=algo.kl_coef, kl_kind=algo.kl_kind, aggregation=algo.loss_aggregation,
+            max_response_len=self.max_response_len,
+        )  # fmt: skip
+        weight = sum(step.loss_tokens[r] for r in batch.rows) if real else 0  # loss tokens, on the host
+        tally.add(out, (entropy * mask).sum().detach(), weight, batch if real else None)
+
+    def _step_metrics(self, tally: StepTally, step: StepTensors, start: float) -> dict[str, float]:
         """The step's loss/*, perf/* and sync/step_* scalars. loss/policy, loss/kl, loss/total: the step's
         aggregated values (mean over the num_iterations passes), so loss/total = loss/policy + kl_coef * loss/kl;
         other loss/* are token means over the loss tokens."""
         iterations = self.algo.num_iterations
-        total = max(1.0, float(response_mask.sum()) * iterations)
-        values = {k: float(v) for k, v in sums.items()}  # the step's one wait for the device
+        total = max(1.0, float(sum(step.loss_tokens)) * iterations)
+        values = {k: float(v) for k, v in tally.sums.items()}  # the step's one wait for the device
         out = {f"loss/{k}": v / total for k, v in values.items() if k not in ("policy", "kl", "total")}
         for name in ("policy", "kl", "total"):
             out[f"loss/{name}"] = values.get(name, 0.0) / iterations
@@ -315,12 +320,13 @@ class Learner:
             self.grad_norm if self.clips else float(self.engine.get_global_grad_norm() or 0.0)
         )
         out["loss/lr"] = self.last_lr
-        out["perf/learner_tokens"] = float(tokens)
-        if gap_check:
+        out["perf/learner_tokens"] = float(tally.tokens)
+        if step.rollout is not None:
+            row_gap = tally.row_gap
             out["sync/step_logprob_max_abs_diff"] = float(row_gap.max()) if row_gap.numel() else 0.0
-            out["sync/step_logprob_mean_abs_diff"] = float(gap_sum) / max(1.0, gap_tokens)
-        out["perf/learner_packed_tokens"] = float(sum(b.num_tokens for b in batches) * iterations)
-        out["perf/learner_pad_tokens"] = float(sum(b.num_padding for b in batches) * iterations)
+            out["sync/step_logprob_mean_abs_diff"] = float(tally.gap_sum) / max(1.0, tally.gap_tokens)
+        out["perf/learner_packed_tokens"] = float(tally.packed_tokens)
+        out["perf/learner_pad_tokens"] = float(tally.pad_tokens)
         out["perf/learner_tokens_per_s"] = out["perf/learner_packed_tokens"] / max(
             1e-9, time.perf_counter() - start
         )
@@ -376,10 +382,12 @@ class Learner:
     def save_pretrained(self, path: str | Path, tokenizer_path: str | None = None) -> None:
         """Export the policy as a Hugging Face folder (rank 0 writes; loadable by transformers and vLLM)."""
         path = Path(path)
-        state = {
-            name: tensor.detach().to("cpu", copy=True) for name, tensor in self.named_parameters_for_sync()
-        }
-        if distributed.rank() == 0:
+        writer = distributed.rank() == 0
+        state = {}  # rank 0's host copy; the other ranks only join the gathers (ZeRO-3) and keep nothing
+        for name, tensor in self.named_parameters_for_sync():
+            if writer:
+                state[name] = tensor.detach().to("cpu", copy=True)
+        if writer:
             self.module.save_pretrained(path, state_dict=state, safe_serialization=True)
             if tokenizer_path is not None:
                 from transformers import AutoTokenizer

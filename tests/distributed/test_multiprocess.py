@@ -85,7 +85,14 @@ def test_two_nodes_zero3(reference: Path, workdir: Path) -> None:
             "--nnodes", "2", "--node_rank", str(node), "--nproc_per_node", "1",
             "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "nodes-test",
         )  # fmt: skip
-        cmd += [*train_module(), *TINY, "learner=zero3", "steps=2", f"run_dir={run_dir}"]
+        cmd += [
+            *train_module(),
+            *TINY,
+            "learner=zero3",
+            "learner.zero3_persistence_threshold=0",
+            "steps=2",
+            f"run_dir={run_dir}",
+        ]
         log = open(workdir / f"node{node}.log", "w")  # noqa: SIM115 (closed below)
         procs.append(
             (subprocess.Popen(cmd, cwd=ROOT, env=child_env(), stdout=log, stderr=subprocess.STDOUT), log)

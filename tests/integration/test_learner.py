@@ -55,7 +55,12 @@ def test_packed_logprobs_match_plain_forward(
     learner = Learner(
         tiny_model_path,
         LearnerConfig(
-            backend=backend, zero_stage=stage, micro_batch_size=5, logprob_chunk_size=5, share_prompts=share
+            backend=backend,
+            zero_stage=stage,
+            micro_batch_size=5,
+            logprob_chunk_size=5,
+            share_prompts=share,
+            zero3_persistence_threshold=0,  # the tiny model's parameters are partitioned, not kept whole
         ),
         AlgoConfig(),
         total_steps=1,
@@ -121,7 +126,9 @@ def test_deepspeed_step_moves_policy_toward_positive_advantage(tiny_model_path: 
     sequences = [(prompt, good), (prompt, bad)]
     learner = Learner(
         tiny_model_path,
-        LearnerConfig(backend="deepspeed", zero_stage=stage, lr=1e-3, micro_batch_size=2),
+        LearnerConfig(
+            backend="deepspeed", zero_stage=stage, lr=1e-3, micro_batch_size=2, zero3_persistence_threshold=0
+        ),
         AlgoConfig(),
         total_steps=3,
         max_response_len=4,
@@ -295,7 +302,7 @@ def test_zero3_logprobs_run_as_many_forwards_as_the_busiest_rank(
     # sampling splits groups unevenly) must run filler forwards, as train_step does, or the busier rank hangs.
     # One process here: the peer is faked by the all-reduce, which reports a rank with 3 micro-batches.
     sequences = _sequences(7, n=2, group_size=2)
-    cfg = LearnerConfig(backend="deepspeed", zero_stage=3, micro_batch_size=2)
+    cfg = LearnerConfig(backend="deepspeed", zero_stage=3, micro_batch_size=2, zero3_persistence_threshold=0)
     learner = Learner(tiny_model_path, cfg, AlgoConfig(), total_steps=1, max_response_len=8)
     monkeypatch.setattr(distributed, "all_reduce_max", lambda value: max(value, 3.0))
     calls = []
@@ -307,3 +314,82 @@ def test_zero3_logprobs_run_as_many_forwards_as_the_busiest_rank(
         assert torch.allclose(g, w, atol=1e-4)
     calls.clear()
     assert learner.logprobs([]) == [] and len(calls) == 3  # a rank with nothing to score still joins
+
+
+def test_zero3_forward_completes_deepspeeds_parameter_trace(tiny_model_path: str) -> None:
+    # ZeRO-3 prefetches the next layers' parameters only once it has recorded a complete trace of a step, which
+    # it closes in the root module's forward hook: a forward that skips the root module leaves it invalid forever.
+    sequences = _sequences(8, n=4, group_size=2)
+    cfg = LearnerConfig(backend="deepspeed", zero_stage=3, micro_batch_size=2, zero3_persistence_threshold=0)
+    learner = Learner(tiny_model_path, cfg, AlgoConfig(), total_steps=2, max_response_len=8)
+    coordinator = learner.engine.optimizer.parameter_offload.get_param_coordinator()
+    for _ in range(2):
+        learner.train_step(sequences, torch.tensor([1.0, -1.0, 0.5, -0.5]))
+    assert coordinator.is_complete_trace()
+
+
+def test_zero3_keeps_deepspeeds_persistence_threshold_unless_set() -> None:
+    from r1zero.learner.engine import deepspeed_config
+
+    default = deepspeed_config(LearnerConfig(zero_stage=3), world_size=8)["zero_optimization"]
+    assert "stage3_param_persistence_threshold" not in default  # DeepSpeed's own: norms stay whole
+    zero = LearnerConfig(zero_stage=3, zero3_persistence_threshold=0)
+    assert (
+        deepspeed_config(zero, world_size=8)["zero_optimization"]["stage3_param_persistence_threshold"] == 0
+    )
+    with pytest.raises(ValueError, match="zero3_persistence_threshold must be >= 0"):
+        LearnerConfig(zero3_persistence_threshold=-1)
+
+
+def _count_device_copies(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Tensor.to calls made by the learner's own code (r1zero/learner/learner.py), not by transformers' or by a
+    micro-batch's move (its own tensors must move with it)."""
+    import sys
+
+    calls = [0]
+    tensor_to = torch.Tensor.to
+
+    def counted(self, *args, **kwargs):
+        calls[0] += sys._getframe(1).f_code.co_filename.endswith("learner/learner.py")
+        return tensor_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "to", counted)
+    return calls
+
+
+def test_step_tensors_move_to_the_device_once_per_step(
+    tiny_model_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The per-step [N, T] tensors (old / engine / reference logprobs, masks, advantages) are moved once per step
+    # and sliced on the device: the copies must not grow with the number of micro-batches (8 vs 1 here).
+    sequences = _sequences(9, n=8, group_size=4)
+    advantages = torch.tensor([1.0, -1.0, 0.5, -0.5, 2.0, -2.0, 0.0, 1.0])
+    counts = []
+    for micro_batch_size in (8, 1):
+        cfg = LearnerConfig(backend="torch", micro_batch_size=micro_batch_size)
+        algo = AlgoConfig(kl_coef=0.1, num_iterations=2, tis_cap=2.0)
+        learner = Learner(tiny_model_path, cfg, algo, total_steps=1, max_response_len=8)
+        exact = [t.tolist() for t in learner.logprobs(sequences)]
+        with monkeypatch.context() as patch:
+            calls = _count_device_copies(patch)
+            learner.train_step(sequences, advantages, rollout_logprobs=exact)
+        counts.append(calls[0])
+    assert counts[1] == counts[0], counts
+
+
+def test_save_pretrained_copies_to_the_host_on_rank_0_only(
+    tiny_model_path: str, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every rank joins the gathers (ZeRO-3), but only rank 0 writes, so only rank 0 keeps host copies: a 7B bf16
+    # policy is 15 GB of host memory per rank otherwise.
+    learner = Learner(
+        tiny_model_path, LearnerConfig(backend="torch"), AlgoConfig(), total_steps=1, max_response_len=8
+    )
+    parameters = len(list(learner.module.parameters()))
+    for rank, copies in ((1, 0), (0, parameters)):
+        monkeypatch.setattr(distributed, "rank", lambda rank=rank: rank)
+        with monkeypatch.context() as patch:
+            calls = _count_device_copies(patch)
+            learner.save_pretrained(tmp_path / f"rank{rank}")
+        assert calls[0] == copies
+        assert (tmp_path / f"rank{rank}" / "model.safetensors").exists() == (rank == 0)
