@@ -15,6 +15,12 @@ and a max limit is enough. A bf16 side scatters single tokens by up to ~0.5 nats
 over a step's tokens stays at 1e-3-2e-2; a broken sync (a stale tied head, a stale prefix cache, weights from an
 earlier step) moves many tokens at once and shows in the mean long before its max leaves the scatter.
 docs/sync_gap.md has the measured distributions behind the defaults (`RunConfig.sync_limits`).
+
+What the verified sync needs from a colocated GPU engine that slept through the learner step (vLLM level 2:
+weights discarded, not offloaded): `wake()` before the push brings back the weights' memory only; the push must
+then reach every layer (a layer it misses holds discarded memory: VLLMEngine refuses such a push by name), and
+ends by bringing back the KV cache, which the probe's scoring and the next rollout (the per-step check's
+logprobs) run on. So the order is sleep -> learner step -> wake -> push_weights -> verify_sync, as in train_step.
 """
 
 from __future__ import annotations

