@@ -104,6 +104,11 @@ class TaskConfig:
             _check(len(turn) == 2, f"task.fewshot[{i}] must be a [user, assistant] pair; got {turn!r}")
 
 
+# vLLM's (gpu_memory_utilization, enable_sleep_mode) by whether the engine owns its GPU: colocated (False) it hands
+# its memory to the learner between rollouts; a disaggregated rollout worker (True) keeps vLLM's own 0.9 awake.
+ENGINE_MEMORY_DEFAULTS: dict[bool, tuple[float, bool]] = {False: (0.35, True), True: (0.9, False)}
+
+
 @dataclass
 class RolloutConfig:
     # A key of r1zero.rollout.base.ENGINES: vllm (the real engine) or hf (transformers.generate, for debugging and
@@ -130,17 +135,22 @@ class RolloutConfig:
     # Rollout weights dtype, a key of r1zero.rollout.base.DTYPES: float32 matches the learner on CPU; bfloat16 is
     # faster with a small mismatch; auto is float32 on CPU and bfloat16 on a GPU.
     dtype: str = "float32"
-    # vLLM: fraction of GPU memory for weights + KV cache (GPU only; colocated with the learner).
-    gpu_memory_utilization: float = 0.35
-    # vLLM: release GPU memory while the learner runs (sleep/wake; no-op on CPU).
-    enable_sleep_mode: bool = True
+    # vLLM: fraction of the GPU's memory for its weights, activations and KV cache (GPU only). None = by role:
+    # 0.35 colocated (the learner holds the rest), 0.9 on a disaggregated rollout worker, which owns its GPU
+    # (vLLM's own default; the rest holds the CUDA context and roles.read_ahead_mb).
+    gpu_memory_utilization: float | None = None
+    # vLLM: release GPU memory while the learner runs (sleep/wake; no-op on CPU). None = by role: on colocated,
+    # off on a disaggregated rollout worker (it never sleeps: no learner shares its GPU).
+    enable_sleep_mode: bool | None = None
     # vLLM: tensor-parallel size per engine (ranks r // tp share one engine replica; must divide the world size).
     tensor_parallel_size: int = 1
-    # vLLM: run the model eagerly. false compiles it (on CPU: Dynamo + Inductor; on GPUs also CUDA graphs):
-    # decode passes faster, start slower. CPU default run, 2 cores: generate ~10-15% faster, engine start
-    # 23-28 s instead of 8-11 s with Inductor's cache warm, ~60 s the first time (scripts/profile_rollout.py).
-    # Weight pushes reach the compiled model on both paths (tests/integration/test_sync_vllm.py, CPU).
-    enforce_eager: bool = True
+    # vLLM: run the model eagerly. None = auto: eager on CPU, compiled with CUDA graphs on a GPU (vLLM's own GPU
+    # default: small decode batches are bound by kernel launches without graphs). false on CPU compiles with
+    # Dynamo + Inductor: decode passes faster, start slower. CPU default run, 2 cores: generate ~10-15% faster,
+    # engine start 23-28 s instead of 8-11 s with Inductor's cache warm, ~60 s the first time
+    # (scripts/profile_rollout.py). Weight pushes reach the compiled model on both paths
+    # (tests/integration/test_sync_vllm.py, CPU).
+    enforce_eager: bool | None = None
 
     def __post_init__(self) -> None:
         _check_choice("rollout", "engine", self.engine, choices("rollout", "engine"))
@@ -167,7 +177,20 @@ class RolloutConfig:
             f"rollout.top_k={self.top_k} is not supported for training: the learner scores the full "
             "distribution logits / temperature (top-k would make the samples off-policy); use rollout.top_k=-1",
         )
-        _check(0 < self.gpu_memory_utilization < 1, "rollout.gpu_memory_utilization must be in (0, 1)")
+        _check(
+            self.gpu_memory_utilization is None or 0 < self.gpu_memory_utilization < 1,
+            "rollout.gpu_memory_utilization must be in (0, 1)",
+        )
+
+    def resolve_memory_defaults(self, dedicated: bool) -> None:
+        """Fill gpu_memory_utilization / enable_sleep_mode left None: a colocated engine shares its GPU with the
+        learner, a dedicated rollout worker owns it (ENGINE_MEMORY_DEFAULTS).
+        Example: None, None, dedicated -> 0.9, False; 0.6, True, dedicated -> 0.6, True (set by hand, kept)."""
+        utilization, sleep = ENGINE_MEMORY_DEFAULTS[dedicated]
+        if self.gpu_memory_utilization is None:
+            self.gpu_memory_utilization = utilization
+        if self.enable_sleep_mode is None:
+            self.enable_sleep_mode = sleep
 
 
 @dataclass
@@ -473,6 +496,8 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _check(self.steps >= 1, f"steps must be >= 1; got {self.steps}")
+        # Disaggregated, every vLLM engine is a rollout worker's, alone on its GPU.
+        self.rollout.resolve_memory_defaults(dedicated=self.roles.disaggregated)
         if self.roles.disaggregated and self.roles.max_staleness > 0 and self.algo.tis_cap is None:
             # Samples up to max_staleness versions old: correct the off-policy gap with the rollout logprobs
             # (truncated importance sampling) unless the user chose a cap.

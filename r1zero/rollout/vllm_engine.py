@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from r1zero.config import RolloutConfig
+from r1zero.config import ENGINE_MEMORY_DEFAULTS, RolloutConfig
 from r1zero.rollout.base import (
     SamplingSettings,
     TokenPair,
@@ -195,6 +195,9 @@ class VLLMEngine:
     """
 
     def __init__(
+    Defaults left None: enforce_eager eager on CPU, CUDA graphs on a GPU; gpu_memory_utilization and
+    enable_sleep_mode those of an engine colocated with the learner (0.35, on; see RolloutConfig).
+
         self,
         model_path: str,
         *,
@@ -203,10 +206,10 @@ class VLLMEngine:
         max_prompt_tokens: int = 512,
         max_new_tokens: int = 128,
         max_model_len: int | None = None,
-        gpu_memory_utilization: float = 0.35,
-        enable_sleep_mode: bool = True,
+        gpu_memory_utilization: float | None = None,
+        enable_sleep_mode: bool | None = None,
         tensor_parallel_size: int = 1,
-        enforce_eager: bool = True,
+        enforce_eager: bool | None = None,
         fix_tied_embeddings: bool = True,
         trust_remote_code: bool = False,
         **llm_kwargs: Any,
@@ -224,7 +227,15 @@ class VLLMEngine:
         hf_config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
         text_config = hf_config.get_text_config() if hasattr(hf_config, "get_text_config") else hf_config
         self.tied_embeddings = bool(getattr(text_config, "tie_word_embeddings", False))
-        self._sleep_enabled = enable_sleep_mode and self.on_cuda
+        # None: a colocated engine's GPU defaults (a dedicated worker's come resolved in its RolloutConfig).
+        colocated_utilization, colocated_sleep = ENGINE_MEMORY_DEFAULTS[False]
+        if gpu_memory_utilization is None:
+            gpu_memory_utilization = colocated_utilization
+        if enforce_eager is None:
+            enforce_eager = not self.on_cuda  # CPU: eager, as always; GPU: CUDA graphs
+        self._sleep_enabled = (
+            colocated_sleep if enable_sleep_mode is None else enable_sleep_mode
+        ) and self.on_cuda
         self._asleep: set[str] = set()  # vLLM's memory tags now asleep: "weights", "kv_cache"
         self._weights_discarded = False  # a level-2 sleep since the last push: the weights hold garbage
         self._owns_torch_dist = not (torch.distributed.is_available() and torch.distributed.is_initialized())

@@ -10,6 +10,7 @@ import pytest
 from r1zero.config import (
     AlgoConfig,
     LearnerConfig,
+    RolesConfig,
     RolloutConfig,
     RunConfig,
     TaskConfig,
@@ -127,3 +128,24 @@ def test_algo_presets_say_what_they_are() -> None:
         "token_mean",
         True,
     )
+
+
+def test_engine_memory_defaults_follow_the_role() -> None:
+    """Colocated, vLLM shares the GPU with the learner: 35% of it and sleep mode. Disaggregated, every engine is
+    a rollout worker's, alone on its GPU: 90% (vLLM's own default) and no sleep mode. Values set by hand stay;
+    enforce_eager stays None (auto: eager on CPU, CUDA graphs on GPUs, decided by the engine)."""
+    colocated = RunConfig().rollout
+    assert (colocated.gpu_memory_utilization, colocated.enable_sleep_mode, colocated.enforce_eager) == (
+        0.35,
+        True,
+        None,
+    )
+    worker = RunConfig(roles=RolesConfig(mode="disaggregated", max_staleness=0)).rollout
+    assert (worker.gpu_memory_utilization, worker.enable_sleep_mode) == (0.9, False)
+    chosen = RolloutConfig(gpu_memory_utilization=0.6, enable_sleep_mode=True, enforce_eager=True)
+    kept = RunConfig(rollout=chosen, roles=RolesConfig(mode="disaggregated", max_staleness=0)).rollout
+    assert (kept.gpu_memory_utilization, kept.enable_sleep_mode, kept.enforce_eager) == (0.6, True, True)
+    with pytest.raises(ValueError, match=r"rollout\.gpu_memory_utilization must be in \(0, 1\)"):
+        RolloutConfig(gpu_memory_utilization=1.5)
+    composed = to_run_config(_compose("roles.mode=disaggregated"))
+    assert composed.rollout.gpu_memory_utilization == 0.9

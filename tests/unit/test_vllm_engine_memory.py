@@ -223,3 +223,67 @@ def test_on_cpu_sleep_and_wake_do_nothing(tiny_model_path: str) -> None:
     engine.wake()
     engine.update_weights(iter(WEIGHTS), version=1)
     assert llm.events == ["reload 2", "retie", "reset_prefix_cache"]
+
+
+# ---- item 17: the constructor's defaults ----------------------------------------------------------------------
+
+
+def test_on_a_gpu_the_defaults_capture_cuda_graphs_and_share_the_gpu(tiny_model_path: str, on_gpu) -> None:
+    """Colocated on a GPU: CUDA graphs (enforce_eager False), 35% of the GPU for vLLM, sleep mode on."""
+    _, llm = _engine(tiny_model_path)
+    assert (
+        llm.kwargs["enforce_eager"],
+        llm.kwargs["gpu_memory_utilization"],
+        llm.kwargs["enable_sleep_mode"],
+    ) == (
+        False,
+        0.35,
+        True,
+    )
+
+
+def test_on_cpu_the_defaults_stay_eager(tiny_model_path: str) -> None:
+    """The CPU default run's engine is what it was: eager, no GPU memory settings, CPU scheduler settings."""
+    _, llm = _engine(tiny_model_path)
+    assert llm.kwargs["enforce_eager"] is True
+    assert "gpu_memory_utilization" not in llm.kwargs and "enable_sleep_mode" not in llm.kwargs
+    assert llm.kwargs["enable_chunked_prefill"] is False
+
+
+def test_explicit_settings_win_over_the_defaults(tiny_model_path: str, on_gpu) -> None:
+    engine, llm = _engine(
+        tiny_model_path, enforce_eager=True, gpu_memory_utilization=0.5, enable_sleep_mode=False
+    )
+    assert (
+        llm.kwargs["enforce_eager"],
+        llm.kwargs["gpu_memory_utilization"],
+        llm.kwargs["enable_sleep_mode"],
+    ) == (
+        True,
+        0.5,
+        False,
+    )
+    engine.sleep()  # sleep mode off: nothing to release
+    assert llm.events == []
+
+
+def test_a_dedicated_worker_config_owns_its_gpu(tiny_model_path: str, on_gpu) -> None:
+    """A disaggregated run's rollout config (its engines are all workers with a GPU of their own) asks vLLM for
+    90% of the GPU (vLLM's own default) and no sleep mode (nothing ever takes the memory back)."""
+    from r1zero.config import RolesConfig, RunConfig
+
+    cfg = RunConfig(roles=RolesConfig(mode="disaggregated", max_staleness=0))
+    engine = VLLMEngine.from_config(tiny_model_path, cfg.rollout, seed=0)
+    llm = FakeLLM.last
+    assert llm is not None
+    assert (
+        llm.kwargs["enforce_eager"],
+        llm.kwargs["gpu_memory_utilization"],
+        llm.kwargs["enable_sleep_mode"],
+    ) == (
+        False,
+        0.9,
+        False,
+    )
+    engine.sleep()
+    assert llm.events == []
