@@ -191,13 +191,13 @@ def _executor_backend(tensor_parallel_size: int) -> str:
 class VLLMEngine:
     """`RolloutEngine` over an in-process `vllm.LLM`.
 
+    Defaults left None: enforce_eager eager on CPU, CUDA graphs on a GPU; gpu_memory_utilization and
+    enable_sleep_mode those of an engine colocated with the learner (0.35, on; see RolloutConfig).
+
     fix_tied_embeddings=False skips trap 2 above; only for tests that show the verifier catches a stale lm_head.
     """
 
     def __init__(
-    Defaults left None: enforce_eager eager on CPU, CUDA graphs on a GPU; gpu_memory_utilization and
-    enable_sleep_mode those of an engine colocated with the learner (0.35, on; see RolloutConfig).
-
         self,
         model_path: str,
         *,
