@@ -41,6 +41,40 @@ def _left_pad(
     return ids, mask
 
 
+class ChosenTokenLogprobs:
+    """A forward hook on the model during `generate`: the logprob of each step's chosen token, without keeping
+    the step's logits (output_logits=True kept T x [N, V] floats: ~40 GB for the 3B recipe).
+
+    Each forward's last-position logits [N, V] become log_softmax(logits / scale), held for one step only: the
+    next forward's input is the token chosen from them ([N, 1], with the KV cache), which picks the [N] values to
+    keep; the last step's are picked from the finished sequences (`per_step`). The logits are the model's own
+    output, before transformers' processors, as output_logits returned them, and the arithmetic is the same, so
+    the values are unchanged. Example: V = 3, logits [0, 0, ln 2] (scale 1), next input token 2 ->
+    log(2 / 4) = -0.693.
+    """
+
+    def __init__(self, scale: float) -> None:
+        self.scale = scale
+        self.steps: list[torch.Tensor] = []  # [N] per decided step
+        self.pending: torch.Tensor | None = None  # [N, V] of the step whose token is not known yet
+
+    def __call__(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+        ids: torch.Tensor = kwargs["input_ids"] if "input_ids" in kwargs else args[0]  # [N, S]: P, then 1
+        if self.pending is not None:
+            self.steps.append(self.pending.gather(1, ids[:, -1:]).squeeze(1))  # [N]
+        logits = output.logits[:, -1]  # [N, V]
+        self.pending = torch.log_softmax(logits.float() / self.scale, dim=-1)  # [N, V]
+
+    def per_step(self, new_tokens: torch.Tensor) -> torch.Tensor:
+        """new_tokens [N, T] -> logprobs [N, T] (steps generated beyond T, if any, are dropped)."""
+        steps = self.steps[: new_tokens.shape[1]]
+        if len(steps) < new_tokens.shape[1]:
+            assert self.pending is not None and len(steps) == new_tokens.shape[1] - 1
+            steps.append(self.pending.gather(1, new_tokens[:, -1:]).squeeze(1))  # [N]
+        self.pending = None
+        return torch.stack(steps, dim=1)  # [N, T]
+
+
 class HFEngine:
     """`RolloutEngine` over a transformers causal LM held in this process."""
 
@@ -114,26 +148,23 @@ class HFEngine:
             num_return_sequences=1 if greedy else sampling.n,
             eos_token_id=self.eos_token_ids,
             pad_token_id=self.pad_token_id,
-            output_logits=True,  # raw logits; divided by the temperature below (the distribution sampled from)
-            return_dict_in_generate=True,
         )
         seed = sampling.seed if sampling.seed is not None else self.seed * 1_000_003 + self._calls
         self._calls += 1
         devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            out = self.model.generate(
-                input_ids=input_ids, attention_mask=attention_mask, generation_config=config
-            )
-        new_tokens = out.sequences[:, input_ids.shape[1] :]  # [N, T] ([B, T] when greedy)
-        scale = sampling.temperature if sampling.temperature > 0 else 1.0  # greedy: the untempered policy
-        logprobs = torch.stack(
-            [  # per step: [N, V] raw logits / T -> [N] logprob of the chosen token under the sampled distribution
-                torch.log_softmax(step.float() / scale, dim=-1).gather(1, new_tokens[:, t : t + 1]).squeeze(1)
-                for t, step in enumerate(out.logits)
-            ],
-            dim=1,
-        )  # [N, T]
+        # raw logits / T: the logprob of each chosen token under the distribution sampled from (greedy: T = 1)
+        chosen = ChosenTokenLogprobs(sampling.temperature if sampling.temperature > 0 else 1.0)
+        hook = self.model.register_forward_hook(chosen, with_kwargs=True)
+        try:
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(seed)
+                sequences = self.model.generate(
+                    input_ids=input_ids, attention_mask=attention_mask, generation_config=config
+                )  # [N, P + T] ([B, P + T] when greedy)
+        finally:
+            hook.remove()
+        new_tokens = sequences[:, input_ids.shape[1] :]  # [N, T] ([B, T] when greedy)
+        logprobs = chosen.per_step(new_tokens)  # [N, T]
         if greedy:
             new_tokens = new_tokens.repeat_interleave(sampling.n, dim=0)  # [B, T] -> [N, T]
             logprobs = logprobs.repeat_interleave(sampling.n, dim=0)  # [N, T]

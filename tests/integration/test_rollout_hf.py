@@ -128,3 +128,69 @@ def test_update_weights_streams_into_the_model_and_stops_on_eos(engine, tiny_mod
     engine.update_weights([("lm_head.weight", learner.get_input_embeddings().weight)], 6)
     with pytest.raises(KeyError, match="not a parameter"):
         engine.update_weights([("model.nonexistent.weight", torch.zeros(1))], 7)
+
+
+def test_generate_keeps_no_per_step_vocabulary_logits(engine, monkeypatch) -> None:
+    """The chosen token's logprob is taken at each step (issue 34, item 12): what `model.generate` hands back
+    holds the sequences and nothing of size [N, V] per step (output_logits kept T x [N, V] floats: ~40 GB for the
+    3B recipe). Every tensor it returns, counted in bytes, is at most the sequences' size."""
+    returned = []
+    real = engine.model.generate
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        returned.append(out)
+        return out
+
+    monkeypatch.setattr(engine.model, "generate", spy)
+    rows = engine.generate(PROMPTS, SamplingSettings(n=4, max_new_tokens=16, seed=3))
+    check_contract(engine, PROMPTS, rows, 4, 16)
+    (out,) = returned
+    plain = isinstance(out, torch.Tensor)  # the sequences alone, or a ModelOutput of what was asked for
+    sequences = out if plain else out.sequences
+    held = [out] if plain else [value for value in out.values() if value is not None]
+    tensors = [t for v in held for t in (v if isinstance(v, tuple) else (v,)) if isinstance(t, torch.Tensor)]
+    assert sum(t.numel() * t.element_size() for t in tensors) <= sequences.numel() * sequences.element_size()
+
+
+@pytest.mark.parametrize(("temperature", "top_k", "top_p"), [(0.7, -1, 1.0), (1.0, 50, 0.9), (0.0, -1, 1.0)])
+def test_generate_logprobs_match_a_float64_forward_and_the_tokens_plain_generate_samples(
+    engine, temperature: float, top_k: int, top_p: float
+) -> None:
+    """Each chosen token's logprob is log_softmax(logits / T) of the sampled distribution before top-k/top-p
+    (greedy: T = 1), checked against one forward pass over the whole sequence in float64; the tokens are those
+    transformers' own `generate` samples from the same seed with the same settings."""
+    from transformers import GenerationConfig
+
+    n, new = (1 if temperature == 0 else 3), 24
+    sampling = SamplingSettings(
+        n=n, max_new_tokens=new, temperature=temperature, top_k=top_k, top_p=top_p, seed=11
+    )
+    rows = engine.generate(PROMPTS, sampling)
+    check_contract(engine, PROMPTS, rows, n, new)
+    scale = temperature if temperature > 0 else 1.0
+    with torch.no_grad():
+        for row in rows:
+            ids = torch.tensor([row.prompt_token_ids + row.token_ids])  # [1, P+L]
+            p = len(row.prompt_token_ids)
+            logits = engine.model(ids).logits[0, p - 1 : -1].double() / scale  # [L, V] float64
+            expected = (
+                torch.log_softmax(logits, -1).gather(1, torch.tensor(row.token_ids)[:, None]).squeeze(1)
+            )
+            assert row.logprobs == pytest.approx(expected.tolist(), abs=1e-5)
+    # plain transformers generate, same seed and settings: the same tokens (cut at eos as the engine cuts)
+    prompt_ids = tokenize_prompts(engine.tokenizer, PROMPTS)
+    width = max(len(r) for r in prompt_ids)
+    input_ids = torch.tensor([[engine.pad_token_id] * (width - len(r)) + r for r in prompt_ids])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in prompt_ids])
+    knobs = {"do_sample": False} if temperature == 0 else {
+        "do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": max(top_k, 0),
+    }  # fmt: skip
+    config = GenerationConfig(**knobs, max_new_tokens=new, num_return_sequences=n,
+                              eos_token_id=engine.eos_token_ids, pad_token_id=engine.pad_token_id)  # fmt: skip
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(11)
+        plain = engine.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=config)
+    for row, tokens in zip(rows, plain[:, width:].tolist()):
+        assert row.token_ids == tokens[: len(row.token_ids)]
+        assert row.finish_reason == "stop" or len(tokens) == len(row.token_ids)
