@@ -13,6 +13,8 @@ from torch import Tensor, nn
 
 from r1zero.algo import hidden_to_logprobs
 from r1zero.config import LearnerConfig
+from r1zero.learner import attention
+from r1zero.learner.attention import GroupedLayout
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +104,11 @@ def deepspeed_config(cfg: LearnerConfig, *, world_size: int) -> dict[str, Any]:
 
 
 def attach_packed_forward(model: Any, chunk_size: int) -> None:
-    """Make `model(input_ids, position_ids, attention_mask, target_pos, labels, temperature)` return the
+    """Make `model(input_ids, position_ids, attention_mask, target_pos, labels, temperature, layout)` return the
     (logprobs [M], entropy [M]) of a packed micro-batch (r1zero.learner.batching.PackedBatch's fields).
 
-    The decoder runs on input_ids / position_ids [R, S] (attention_mask [R, 1, S, S] or None); the hidden states
+    The decoder runs on input_ids / position_ids [R, S] with the grouped attention of `layout` (or, for the dense
+    reference, sdpa with attention_mask [R, 1, S, S]); the hidden states
     at target_pos [M] (flat row * S + column) go through the lm_head, whose forward computes logprobs of labels
     [M] in chunks of `chunk_size` rows, so the [M, vocab] logits never all exist. The lm_head keeps its
     parameters, so ZeRO-3 gathers its weight around the call and in backward.
@@ -128,10 +131,17 @@ def attach_packed_forward(model: Any, chunk_size: int) -> None:
         target_pos: Tensor,
         labels: Tensor,
         temperature: float = 1.0,
+        layout: GroupedLayout | None = None,
     ) -> tuple[Tensor, Tensor]:
+        if layout is None and attention_mask is None:  # sdpa would attend causally across the whole row
+            raise ValueError("a packed micro-batch needs its GroupedLayout or a dense attention mask")
         body = self.get_decoder() if hasattr(self, "get_decoder") else self.model
         hidden = body(
-            input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask, use_cache=False
+            input_ids=input_ids,
+            position_ids=position_ids,
+            attention_mask=attention_mask,
+            use_cache=False,
+            layout=layout,  # handed by transformers to every layer's attention (r1zero.learner.attention)
         ).last_hidden_state  # [R, S, H]
         targets = hidden.flatten(0, 1)[target_pos]  # [M, H]
         return self.get_output_embeddings()(targets, labels, temperature)  # [M], [M]
@@ -160,7 +170,7 @@ def load_model(
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(
-        model_path, dtype=dtype, attn_implementation="sdpa", trust_remote_code=trust_remote_code
+        model_path, dtype=dtype, attn_implementation=attention.register(), trust_remote_code=trust_remote_code
     )
     model.config.use_cache = False
     if not trainable:

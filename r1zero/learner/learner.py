@@ -16,7 +16,6 @@ from r1zero.config import AlgoConfig, LearnerConfig
 from r1zero.learner.batching import (
     PackedBatch,
     TokenSequence,
-    attention_pair_cost,
     pack,
     plan_micro_batches,
     response_layout,
@@ -73,8 +72,6 @@ class Learner:
             trust_remote_code=trust_remote_code,
         )
         attach_packed_forward(model, cfg.logprob_chunk_size)
-        # Packing layout: one row per micro-batch or several, whichever the cost model says is cheaper.
-        self.pair_cost = attention_pair_cost(model.config)
         self.engine = build_engine(
             model, cfg, total_steps=total_steps, world_size=distributed.world_size(),
             updates_per_step=algo.num_iterations,
@@ -107,7 +104,8 @@ class Learner:
             target_pos=batch.target_pos,
             labels=batch.labels,
             temperature=temperature,
-        )  # [M], [M]; fmt: skip
+            layout=batch.layout,
+        )  # [M], [M]
         return batch.unpack(logprobs, width), batch.unpack(entropy, width)  # [n, width] each
 
     def _plan(self, sequences: Sequence[TokenSequence], rows: Sequence[int]) -> list[list[int]]:
@@ -120,9 +118,7 @@ class Learner:
     def _pack(self, sequences: Sequence[TokenSequence], rows: Sequence[int]) -> PackedBatch:
         """One micro-batch, packed and on the device. Packed when it is used, not all up front: one micro-batch's
         tensors (and its attention mask) are on the device at a time."""
-        return pack(sequences, rows, share_prompts=self.cfg.share_prompts, pair_cost=self.pair_cost).to(
-            self.device
-        )
+        return pack(sequences, rows, share_prompts=self.cfg.share_prompts).to(self.device)
 
     @torch.no_grad()
     def logprobs(

@@ -1,4 +1,5 @@
-"""Packing by hand: shared prompts, targets, positions, the attention mask, micro-batch planning."""
+"""Packing by hand: shared prompts, targets, positions, the grouped layout and its dense reference mask,
+micro-batch planning."""
 
 from __future__ import annotations
 
@@ -20,8 +21,25 @@ def test_pack_shares_the_prompt_of_a_group() -> None:
     assert batch.target_row.tolist() == [0, 0, 1, 2, 2]
     assert batch.target_col.tolist() == [0, 1, 0, 0, 1]
     assert batch.response_len.tolist() == [2, 1, 2]
-    mask = batch.attention_mask[0, 0].int().tolist()
-    assert mask == [
+    assert batch.num_padding == 0 and batch.attention_mask is None
+    # The grouped attention's layout: prompts [5, 6] at 0-1 and [1] at 3 (right-padded with 0); the responses
+    # with an input token: 7 at 2 (group 0) and 2 at 4 (group 1); response 1 has none.
+    layout = batch.layout
+    assert layout is not None
+    assert layout.prompt_index.tolist() == [[0, 1], [3, 0]]
+    assert layout.prompt_keep.tolist() == [0, 1, 2]  # flat into [2 groups x 2]: (0,0), (0,1), (1,0)
+    assert layout.response_index.tolist() == [[2], [4]]
+    assert layout.response_group.tolist() == [0, 1] and layout.response_prompt.tolist() == [2, 1]
+    # Outputs come back as [prompt 5, prompt 6, prompt 1, response 7, response 2]: row order is 0, 1, 3, 2, 4.
+    assert layout.inverse.tolist() == [0, 1, 3, 2, 4]
+    assert not layout.uniform_prompts
+    assert layout.response_mask().int().tolist() == [
+        [[[1, 1, 1]]],  # 7: both prompt tokens and itself
+        [[[1, 0, 1]]],  # 2: its one prompt token (the second column is padding) and itself
+    ]
+    reference = pack(sequences, [0, 1, 2], dense_mask=True)
+    assert reference.layout is None and torch.equal(reference.input_ids, batch.input_ids)
+    assert reference.attention_mask[0, 0].int().tolist() == [
         [1, 0, 0, 0, 0],  # 5
         [1, 1, 0, 0, 0],  # 6
         [1, 1, 1, 0, 0],  # 7 (response 0) sees the prompt and itself
@@ -30,12 +48,31 @@ def test_pack_shares_the_prompt_of_a_group() -> None:
     ]
 
 
-def test_pack_unshared_uses_position_ids_only() -> None:
+def test_pack_unshared_gives_each_sequence_its_own_group() -> None:
     batch = pack([([5, 6], [7, 8]), ([5, 6], [9])], [0, 1], share_prompts=False)
     assert batch.input_ids.tolist() == [[5, 6, 7, 5, 6]]
     assert batch.position_ids.tolist() == [[0, 1, 2, 0, 1]]
-    assert batch.attention_mask is None
     assert batch.target_pos.tolist() == [1, 2, 4]
+    assert batch.layout is not None and batch.layout.prompt_index.tolist() == [[0, 1], [3, 4]]
+    assert batch.layout.uniform_prompts and batch.layout.response_mask() is None  # bottom-right causal
+
+
+def test_grouped_layout_rejects_spans_that_miss_a_token() -> None:
+    import pytest
+
+    from r1zero.learner.attention import grouped_layout
+
+    with pytest.raises(ValueError, match="exactly once"):
+        grouped_layout([(0, 2)], [(3, 1, 0)])  # position 2 belongs to no span
+
+
+def test_response_attention_mask_by_hand() -> None:
+    from r1zero.learner.attention import response_attention_mask
+
+    mask = response_attention_mask(torch.tensor([1, 2]), prompt_width=2, response_width=2)
+    assert mask.shape == (2, 1, 2, 4)
+    assert mask[0, 0].int().tolist() == [[1, 0, 1, 0], [1, 0, 1, 1]]  # one prompt token, then causal
+    assert mask[1, 0].int().tolist() == [[1, 1, 1, 0], [1, 1, 1, 1]]
 
 
 def test_unpack_to_response_layout() -> None:
@@ -56,35 +93,3 @@ def test_response_layout() -> None:
     values, mask = response_layout([[1.0, 2.0], [3.0], []])
     assert values.tolist() == [[1.0, 2.0], [3.0, 0.0], [0.0, 0.0]]
     assert mask.tolist() == [[True, True], [True, False], [False, False]]
-
-
-def test_assign_rows_trades_padding_against_attention() -> None:
-    from r1zero.learner.batching import assign_rows
-
-    # Equal groups: 4 rows cost 4 * 200 + 1e-3 * 4 * 200^2 = 960; one row 800 + 1e-3 * 800^2 = 1440.
-    assert assign_rows([200, 200, 200, 200], 1e-3) == [[0], [1], [2], [3]]
-    # Three rows of 100 (the two short groups share one): 300 + 1e-2 * 3 * 100^2 = 600; one row 1200.
-    assert assign_rows([100, 100, 50, 50], 1e-2) == [[0], [1], [2, 3]]
-    assert assign_rows([200, 10, 10], 1e-3) == [[0, 1, 2]]  # 2 rows would pad 180 tokens: 480 vs 268
-    assert assign_rows([200, 200, 200], 0.0) == [[0, 1, 2]]  # no attention cost: one row, no padding
-    assert assign_rows([], 1.0) == []
-
-
-def test_pack_in_rows_pads_and_masks_each_row() -> None:
-    from r1zero.learner.batching import pack
-
-    sequences = [([5, 6], [7, 8]), ([5, 6], [9]), ([1], [2, 3, 4])]
-    batch = pack(sequences, [0, 1, 2], pair_cost=1.0)  # attention dear: one group per row
-    # Group [5, 6] -> 5 6 7 (3 tokens); group [1] -> 1 2 3 (3 tokens): two rows, no padding.
-    assert batch.input_ids.tolist() == [[5, 6, 7], [1, 2, 3]]
-    assert batch.position_ids.tolist() == [[0, 1, 2], [0, 1, 2]]
-    assert batch.target_pos.tolist() == [1, 2, 1, 3, 4, 5]  # flat: row * 3 + column
-    assert batch.num_tokens == 6 and batch.num_padding == 0
-    assert batch.attention_mask is not None and batch.attention_mask.shape == (2, 1, 3, 3)
-    assert batch.attention_mask[1, 0].int().tolist() == [[1, 0, 0], [1, 1, 0], [1, 1, 1]]
-    # Groups of 3 and 2 tokens: two rows 6 + 2 * 9 = 24 beat one row 5 + 25 = 30.
-    uneven = pack([([5, 6], [7, 8]), ([5, 6], [9]), ([1], [2, 3])], [0, 1, 2], pair_cost=1.0)
-    assert uneven.input_ids.tolist() == [[5, 6, 7], [1, 2, 0]]  # the second row padded
-    assert uneven.num_tokens == 5 and uneven.num_padding == 1
-    pad_mask = uneven.attention_mask[1, 0].int().tolist()
-    assert pad_mask == [[1, 0, 0], [1, 1, 0], [0, 0, 1]]  # real tokens never see padding, nor padding them
