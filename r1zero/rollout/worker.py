@@ -23,9 +23,14 @@ log = logging.getLogger("r1zero")
 
 
 def receive_weights(bridge: Bridge, version: int) -> Iterator[tuple[str, Any]]:
-    """Worker: the tensors of version `version`, as they arrive (fresh buffers: the engine may keep them)."""
+    """Worker: the tensors of version `version`, as they arrive (fresh buffers: the engine may keep them).
+
+    On a GPU the calling thread's current device is set to the bridge's first: the read-ahead thread runs this,
+    and a new thread starts on GPU 0 whatever the main thread chose (NCCL works on the current device)."""
     import torch
 
+    if bridge.device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(bridge.device))
     index = 0
     while True:
         header = bridge.read(f"w/{version}/{index}", f"the learner's weights (version {version})", delete=False,
