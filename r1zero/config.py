@@ -136,8 +136,8 @@ class RolloutConfig:
     # faster with a small mismatch; auto is float32 on CPU and bfloat16 on a GPU.
     dtype: str = "float32"
     # vLLM: fraction of the GPU's memory for its weights, activations and KV cache (GPU only). None = by role:
-    # 0.35 colocated (the learner holds the rest), 0.9 on a disaggregated rollout worker, which owns its GPU
-    # (vLLM's own default; the rest holds the CUDA context and roles.read_ahead_mb).
+    # 0.35 colocated (the learner holds the rest: docs/gpu_memory.md), 0.9 on a disaggregated rollout worker,
+    # which owns its GPU (vLLM's own default; the rest holds the CUDA context and roles.read_ahead_mb).
     gpu_memory_utilization: float | None = None
     # vLLM: release GPU memory while the learner runs (sleep/wake; no-op on CPU). None = by role: on colocated,
     # off on a disaggregated rollout worker (it never sleeps: no learner shares its GPU).

@@ -149,3 +149,16 @@ def test_engine_memory_defaults_follow_the_role() -> None:
         RolloutConfig(gpu_memory_utilization=1.5)
     composed = to_run_config(_compose("roles.mode=disaggregated"))
     assert composed.rollout.gpu_memory_utilization == 0.9
+
+
+GPU_RECIPES = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml") if not p.stem.startswith("cpu_"))
+
+
+@pytest.mark.parametrize("name", GPU_RECIPES)
+def test_gpu_recipes_state_their_memory_and_where_it_is_derived(name: str) -> None:
+    """Each GPU recipe's header gives its GPU memory and points at docs/gpu_memory.md, whose table derives it
+    term by term (a header figure without its arithmetic is how "~40 GB" stood for a recipe that needs ~49)."""
+    header = "".join(line for line in (CONF / "experiment" / f"{name}.yaml").open() if line.startswith("#"))
+    assert "GPU memory: ~" in header and "docs/gpu_memory.md" in header, name
+    doc = (CONF.parent / "docs" / "gpu_memory.md").read_text()
+    assert f"| {name} |" in doc, f"docs/gpu_memory.md has no row for {name}"
