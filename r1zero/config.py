@@ -283,6 +283,10 @@ class LearnerConfig:
     max_grad_norm: float = 1.0
     # Sequences per forward/backward micro-batch (the step's N completions are split into micro-batches).
     micro_batch_size: int = 8
+    # And at most this many packed tokens per micro-batch (a shared prompt counts once; a sequence longer than
+    # this gets a micro-batch of its own; 0 = no limit): activation memory follows tokens, so 4k-token responses
+    # do not blow up a micro_batch_size tuned on short ones.
+    micro_batch_tokens: int = 16384
     # Recompute activations in the backward pass instead of keeping them: less memory, more learner compute.
     gradient_checkpointing: bool = False
     # Pack each prompt once for its G responses (attention mask keeps the responses apart): same gradients, the
@@ -308,6 +312,10 @@ class LearnerConfig:
             self.micro_batch_size >= 1, f"learner.micro_batch_size must be >= 1; got {self.micro_batch_size}"
         )
         _check(self.logprob_chunk_size >= 1, "learner.logprob_chunk_size must be >= 1")
+        _check(
+            self.micro_batch_tokens >= 0,
+            f"learner.micro_batch_tokens must be >= 0 (0 = no limit); got {self.micro_batch_tokens}",
+        )
         _check(
             self.zero3_persistence_threshold is None or self.zero3_persistence_threshold >= 0,
             f"learner.zero3_persistence_threshold must be >= 0 or null; got {self.zero3_persistence_threshold}",

@@ -176,6 +176,21 @@ def pack(
     )
 
 
+def packed_lengths(
+    sequences: Sequence[TokenSequence], rows: Sequence[int], share_prompts: bool = True
+) -> list[int]:
+    """Tokens each of `rows` adds to a packed row: its response's input tokens, plus its prompt unless it shares
+    the previous row's (the prompt is packed once per group; a group split over two micro-batches is counted
+    once, so the second part is under-counted by its prompt).
+    Example: ([5, 6], [7, 8]), ([5, 6], [9]), ([1], [2, 3]) -> [3, 0, 2]."""
+    out = []
+    for i, row in enumerate(rows):
+        prompt, response = sequences[row]
+        shared = share_prompts and i > 0 and sequences[rows[i - 1]][0] == prompt
+        out.append(max(0, len(response) - 1) + (0 if shared else len(prompt)))
+    return out
+
+
 def plan_micro_batches(
     lengths: Sequence[int], max_sequences: int, max_tokens: int | None = None
 ) -> list[list[int]]:

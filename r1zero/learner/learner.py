@@ -17,6 +17,7 @@ from r1zero.learner.batching import (
     PackedBatch,
     TokenSequence,
     pack,
+    packed_lengths,
     plan_micro_batches,
     response_layout,
 )
@@ -109,9 +110,12 @@ class Learner:
         return batch.unpack(logprobs, width), batch.unpack(entropy, width)  # [n, width] each
 
     def _plan(self, sequences: Sequence[TokenSequence], rows: Sequence[int]) -> list[list[int]]:
-        """The micro-batches over `rows` (indices into sequences), in order: lists of sequence indices."""
+        """The micro-batches over `rows` (indices into sequences), in order: lists of sequence indices, at most
+        learner.micro_batch_size sequences and learner.micro_batch_tokens packed tokens each."""
         plan = plan_micro_batches(
-            [len(sequences[r][0]) + len(sequences[r][1]) for r in rows], self.cfg.micro_batch_size
+            packed_lengths(sequences, rows, self.cfg.share_prompts),
+            self.cfg.micro_batch_size,
+            self.cfg.micro_batch_tokens or None,
         )
         return [[rows[j] for j in part] for part in plan]
 

@@ -393,3 +393,30 @@ def test_save_pretrained_copies_to_the_host_on_rank_0_only(
             learner.save_pretrained(tmp_path / f"rank{rank}")
         assert calls[0] == copies
         assert (tmp_path / f"rank{rank}" / "model.safetensors").exists() == (rank == 0)
+
+
+def test_micro_batches_follow_the_token_budget(tiny_model_path: str) -> None:
+    # 16 sequences fit a micro-batch by count; 36 packed tokens do not: the 31-token response (prompt 4 + 30
+    # inputs = 34, and 34 + 3 > 36) goes alone, the short ones (3 inputs each; the second micro-batch re-packs the
+    # prompt) share one, and the step's update is the same as one big micro-batch's.
+    prompt = [11, 12, 13, 14]
+    sequences = [(prompt, list(range(20, 51)))] + [(prompt, [7, 8, 9, 10]) for _ in range(11)]
+    advantages = torch.linspace(-1.0, 1.0, len(sequences))
+    updates = []
+    for tokens in (36, 0):
+        torch.manual_seed(0)
+        cfg = LearnerConfig(
+            backend="torch",
+            micro_batch_size=16,
+            micro_batch_tokens=tokens,
+            lr=10.0,
+            adam_eps=10.0,
+            max_grad_norm=0,
+        )
+        learner = Learner(tiny_model_path, cfg, AlgoConfig(), total_steps=1, max_response_len=32)
+        plan = learner._plan(sequences, range(len(sequences)))
+        assert plan == ([[0], list(range(1, 12))] if tokens else [list(range(12))])
+        learner.train_step(sequences, advantages)
+        updates.append({k: v.detach().clone() for k, v in learner.module.named_parameters()})
+    for name, value in updates[0].items():
+        assert torch.allclose(value, updates[1][name], atol=1e-6, rtol=1e-5), name

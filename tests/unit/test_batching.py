@@ -93,3 +93,20 @@ def test_response_layout() -> None:
     values, mask = response_layout([[1.0, 2.0], [3.0], []])
     assert values.tolist() == [[1.0, 2.0], [3.0, 0.0], [0.0, 0.0]]
     assert mask.tolist() == [[True, True], [True, False], [False, False]]
+
+
+def test_micro_batches_are_bounded_by_packed_tokens() -> None:
+    from r1zero.learner.batching import packed_lengths
+
+    sequences = [([5, 6], [7, 8]), ([5, 6], [9]), ([1], [2, 3])]
+    # 5 6 7 | (9 adds no input) | 1 2: a shared prompt counts once, a response's last token is never an input.
+    assert packed_lengths(sequences, [0, 1, 2]) == [3, 0, 2]
+    assert packed_lengths(sequences, [0, 1, 2], share_prompts=False) == [3, 2, 2]
+    # One long response among short ones (prompt 4): 16 sequences would fit 16 short ones, the budget of 20
+    # tokens gives the long one a micro-batch of its own and packs the short ones 4 + 3 + 3 + ... at a time.
+    prompt = [1, 2, 3, 4]
+    long_first = [(prompt, list(range(10, 40)))] + [(prompt, [7, 8, 9, 10]) for _ in range(6)]
+    lengths = packed_lengths(long_first, range(7))
+    assert lengths == [33, 3, 3, 3, 3, 3, 3]
+    assert plan_micro_batches(lengths, 16, max_tokens=20) == [[0], [1, 2, 3, 4, 5, 6]]
+    assert plan_micro_batches([33, 3, 3, 3, 3, 3, 3], 16, max_tokens=10) == [[0], [1, 2, 3], [4, 5, 6]]
