@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import socket
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -288,8 +289,12 @@ def phase(name: str, step: int) -> Iterator[None]:
     """Run one phase of the loop (rollout, reward, learner, sync, checkpoint, eval, ...): an exception inside it
     (a collective that timed out or whose peer died included) becomes RankFailure naming rank, phase and step.
 
-    Also the place of the test hook `R1ZERO_FAULT` (see `inject_fault`)."""
+    Also the place of the test hook `R1ZERO_FAULT` (see `inject_fault`). The main thread's phases are
+    recorded for `current_phase` (the driver's heartbeat tells the rollout workers what it is doing)."""
     inject_fault(name, step)
+    main = threading.current_thread() is threading.main_thread()
+    if main:
+        _PHASES.append(name)
     try:
         yield
     except RankFailure:
@@ -298,6 +303,19 @@ def phase(name: str, step: int) -> Iterator[None]:
         raise RankFailure(
             f"{rank_name()} failed in phase {name} at step {step}: {type(err).__name__}: {err}"
         ) from err
+    finally:
+        if main:
+            _PHASES.pop()
+
+
+_PHASES: list[str] = []  # the main thread's open phases, innermost last
+
+
+def current_phase() -> str | None:
+    """The innermost phase the main thread is in (None between phases). Read from other threads: the loop runs
+    in the main thread, so a worker thread's own phases (a test's) do not count."""
+    last = _PHASES[-1:]  # one slice: atomic, while the main thread may pop
+    return last[0] if last else None
 
 
 def inject_fault(phase_name: str, step: int, environ: Mapping[str, str] | None = None) -> None:

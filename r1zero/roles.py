@@ -14,7 +14,9 @@ library sees the other's ranks. Between the driver and the workers, the bridge:
 A worker executes its commands in order, so whatever the driver requests after publishing version v is sampled
 with v or later: the learner bounds staleness by how far ahead it requests (`r1zero.collect`, max_staleness).
 The learner side sees the workers as one `RemoteEngine` (a RolloutEngine), so the training loop is the same in
-both modes. A peer that dies or hangs fails the other side within dist.timeout_s, naming role, rank and request.
+both modes. A peer that dies or hangs fails the other side within dist.timeout_s, naming role, rank and request;
+a worker waiting for its next command follows the driver's heartbeat instead (see `DriverWatch`): the driver may
+legitimately keep it idle for longer (building the learner, resuming, saving a checkpoint or the final model).
 Tested on CPU (gloo); the NCCL group is written for GPUs but was never run on one.
 """
 
@@ -25,6 +27,7 @@ import datetime
 import logging
 import os
 import pickle
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -121,6 +124,52 @@ def bridge_device(backend: str, local_rank: int) -> str:
     return f"cuda:{local_rank}" if backend == "nccl" else "cpu"
 
 
+HEARTBEAT_S = 5.0  # the driver's heartbeat period (shorter with a small dist.timeout_s: heartbeat_interval)
+# The driver's phases that may keep the workers idle for longer than dist.timeout_s with nothing wrong: building
+# the learner and resuming (setup), saving a checkpoint or the final model (checkpoint). Start-up before the
+# first command counts as busy too. In every other phase a worker waits at most dist.timeout_s for a command.
+BUSY_PHASES = frozenset({"setup", "checkpoint"})
+
+
+def heartbeat_interval(timeout_s: float) -> float:
+    """Seconds between beats: HEARTBEAT_S, or a tenth of the timeout when that is shorter (ten beats per
+    timeout). Example: timeout 1800 -> 5; timeout 20 -> 2."""
+    return min(HEARTBEAT_S, timeout_s / 10)
+
+
+class DriverWatch:
+    """A worker's patience while it waits for its next command, from the driver's beats (count, busy).
+
+    It gives up when (a) the beat count has not changed for timeout_s (the driver's process froze, died or lost
+    the store; no beat at all: counted from the start of the wait), or (b) the driver has been out of its busy
+    states for timeout_s without sending a command (hung in a step: the old fixed deadline, now only where a
+    long wait is a fault). A busy driver that keeps beating is waited for as long as it takes.
+
+    Example, timeout 10: beats advancing, busy "checkpoint" for 40 s, then busy None from t = 40: gives up at
+    t > 50, not at t = 10."""
+
+    def __init__(self, timeout_s: float, now: float) -> None:
+        self.timeout_s = timeout_s
+        self.count: int | None = None
+        self.beat_at = self.idle_since = now
+
+    def give_up(self, beat: tuple[int, str | None] | None, now: float) -> str | None:
+        """Why to stop waiting at time `now` given the latest beat, or None to wait on."""
+        if beat is not None:
+            count, busy = beat
+            if count != self.count:
+                self.count, self.beat_at = count, now
+            if busy is not None:
+                self.idle_since = now
+        if now - self.beat_at > self.timeout_s:
+            if self.count is None:
+                return f"no answer within dist.timeout_s={self.timeout_s:g} s (no heartbeat from the driver)"
+            return f"learner rank 0's heartbeat stopped {now - self.beat_at:.0f} s ago (dist.timeout_s)"
+        if now - self.idle_since > self.timeout_s:
+            return f"no answer within dist.timeout_s={self.timeout_s:g} s (learner rank 0 not busy)"
+        return None
+
+
 def split_replicas(count: int, replicas: int) -> list[tuple[int, int]]:
     """[lo, hi) of `count` prompts for each replica: contiguous, sizes differ by <= 1.
     Example: 5 prompts, 2 replicas -> [(0, 3), (3, 5)]."""
@@ -137,6 +186,8 @@ class Bridge:
         self.store = dist.PrefixStore("r1zero/bridge/", store)
         self.size, self.rank = role.workers + 1, role.bridge_rank
         self.published: tuple[int, int] | None = None  # (version, tensors) of the last push (the driver's)
+        self.peer_failed = False  # a read gave up on a peer (failed or hung): the driver then does not wait
+        self.commanded = False  # the driver has posted a command (its start-up is over)
         assert self.rank is not None
         timeout = datetime.timedelta(seconds=timeout_s)
         self.group: Any
@@ -148,30 +199,89 @@ class Bridge:
             self.group = dist.ProcessGroupNCCL(group_store, self.rank, self.size, options)
         else:
             self.group = dist.ProcessGroupGloo(group_store, self.rank, self.size, timeout)
+        self._stop_beating = threading.Event()
+        self._heart: threading.Thread | None = None
+        if self.rank == 0:
+            self._heart = threading.Thread(target=self._beat, name="r1zero-heartbeat", daemon=True)
+            self._heart.start()
 
     def post(self, key: str, obj: Any) -> None:
         self.store.set(key, pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))  # type: ignore[arg-type]
+        if key.startswith("cmd/"):
+            self.commanded = True
 
-    def read(self, key: str, waiting_for: str, *, delete: bool = True, watch: Sequence[str] = ()) -> Any:
+    def read(
+        self,
+        key: str,
+        waiting_for: str,
+        *,
+        delete: bool = True,
+        watch: Sequence[str] = (),
+        patient: bool = False,
+    ) -> Any:
         """The object posted under `key`, waiting up to timeout_s. A failure posted under a `watch` key (a peer's
-        `failed/<name>`) raises PeerFailure at once with the peer's message."""
-        deadline, pause = time.monotonic() + self.timeout_s, 0.0005
+        `failed/<name>`) raises PeerFailure at once with the peer's message. patient (a worker's wait for its
+        next command): no fixed deadline, the driver's heartbeat decides (`DriverWatch`)."""
+        started = time.monotonic()
+        deadline, pause, patience = started + self.timeout_s, 0.0005, DriverWatch(self.timeout_s, started)
+        beat_due = started
         while not self.store.check([key]):
             for failed in watch:
                 if self.store.check([failed]):
+                    self.peer_failed = True
                     raise PeerFailure(
                         f"{pickle.loads(self.store.get(failed))} (while waiting for {waiting_for})"
                     )
-            if time.monotonic() > deadline:
-                raise PeerFailure(
-                    f"no answer within dist.timeout_s={self.timeout_s:g} s while waiting for {waiting_for}"
-                )
+            now, reason = time.monotonic(), None
+            if not patient and now > deadline:
+                reason = f"no answer within dist.timeout_s={self.timeout_s:g} s"
+            elif patient and now >= beat_due:
+                beat_due = now + heartbeat_interval(self.timeout_s)
+                reason = patience.give_up(self._last_beat(), now)
+            if reason is not None:
+                self.peer_failed = True
+                raise PeerFailure(f"{reason} while waiting for {waiting_for}")
             time.sleep(pause)
             pause = min(0.02, pause * 2)
         data = self.store.get(key)
         if delete:
             self.store.delete_key(key)
         return pickle.loads(data)
+
+    def agree(self, key: str, proposal: str, voters: int) -> str:
+        """The first of `voters` processes to call this for `key` decides for all: each gets the first proposal
+        (an atomic compare-and-set in the store). The last voter removes the keys.
+
+        Example: a tp-2 replica's rank A proposes "run" before the driver posted `stopping`, rank B "drop" after:
+        both get "run", so both enter the request's tensor-parallel collectives (or both skip them)."""
+        decided = self.store.compare_set(key, "", proposal)
+        if self.store.add(f"{key}/votes", 1) == voters:
+            self.store.delete_key(key)
+            self.store.delete_key(f"{key}/votes")
+        return decided.decode() if isinstance(decided, bytes) else str(decided)
+
+    # -- the driver's heartbeat
+    def _beat(self) -> None:
+        """Driver thread: post (count, busy) every heartbeat_interval; busy names what keeps the workers idle
+        legitimately (start-up until the first command, or a BUSY_PHASES phase of the main thread), else None."""
+        count = 0
+        while True:
+            count += 1
+            phase_name = distributed.current_phase()
+            busy = "start-up" if not self.commanded else phase_name if phase_name in BUSY_PHASES else None
+            with contextlib.suppress(Exception):  # the store is going away: the process is exiting
+                self.post("beat", (count, busy))
+            if self._stop_beating.wait(heartbeat_interval(self.timeout_s)):
+                return
+
+    def _last_beat(self) -> tuple[int, str | None] | None:
+        return pickle.loads(self.store.get("beat")) if self.store.check(["beat"]) else None
+
+    def close(self) -> None:
+        """Stop the heartbeat (the driver, once the workers have stopped)."""
+        self._stop_beating.set()
+        if self._heart is not None:
+            self._heart.join(timeout=5)
 
     def report_failure(self, message: str) -> None:
         """Tell the other side this process failed (best effort: the store may be gone already)."""

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from r1zero import distributed
-from r1zero.roles import Bridge, Role, split_replicas
+from r1zero.roles import Bridge, PeerFailure, Role, split_replicas
 from r1zero.rollout.base import SamplingSettings, TokenPair
 from r1zero.types import Completion, Prompt
+
+log = logging.getLogger("r1zero")
 
 
 @dataclass
@@ -156,13 +159,25 @@ class RemoteEngine:
         pass
 
     def close(self) -> None:
-        """Tell the workers to stop (the driver; once)."""
+        """Tell the workers to stop (the driver; once), then wait, bounded by dist.timeout_s, until each has
+        stopped: the driver may host the store (srun, submitit), and a worker still finishing a request in
+        flight would fail posting its answer to a store that left with the driver's process. Not after a peer
+        failed or hung (the run is failing already; a hung worker would not answer)."""
         if self._closed or self.bridge is None:
             return
         self._closed = True
         self.bridge.post("stopping", True)  # requests still queued are dropped, not generated
         for worker in range(self.role.workers):
             self._command(worker, {"op": "stop"})
+        for worker in range(self.role.workers):
+            if self.bridge.peer_failed:
+                break
+            try:
+                self.bridge.read(f"stopped/{worker}", f"rollout worker {worker} to stop",
+                                 watch=[f"failed/{worker + 1}"])  # fmt: skip
+            except PeerFailure as err:
+                log.warning("closing the rollout workers: %s", err)
+        self.bridge.close()
 
 
 @contextlib.contextmanager

@@ -115,14 +115,13 @@ def serve_rollouts(
     index = 0
     try:
         while True:
-            command = bridge.read(
-                f"cmd/{role.worker}/{index}", "learner rank 0's next command", watch=["failed/0"]
-            )
+            key, waiting_for = f"cmd/{role.worker}/{index}", "learner rank 0's next command"
+            command = bridge.read(key, waiting_for, watch=["failed/0"], patient=True)
             index += 1
             op = command["op"]
             if op == "stop":
                 break
-            if op in ("generate", "score") and bridge.store.check(["stopping"]):
+            if op in ("generate", "score") and _dropped(command, bridge, role):
                 continue  # the learner is closing: nobody will read the answer (a stopped run's requests ahead)
             begin = time.perf_counter()
             with phase(f"worker_{op}", int(command.get("step", 0))):
@@ -136,12 +135,26 @@ def serve_rollouts(
         bridge.report_failure(f"{type(err).__name__}: {err}")
         raise
     engine.close()
+    # The last use of the store, which the driver may host (srun, submitit): it waits for this before it exits.
+    bridge.post(f"stopped/{role.worker}", True)
     wall = time.perf_counter() - started
     log.warning(
         "%s: %d generate, %d weight, %d score commands; busy %.0f%% of %.0f s",
         role.name(), served["generate"], served["weights"], served["score"], 100 * busy / max(wall, 1e-9), wall,
     )  # fmt: skip
     return {"role": "rollout_worker", "served": served, "busy_s": busy, "wall_s": wall}
+
+
+def _dropped(command: dict[str, Any], bridge: Bridge, role: Role) -> bool:
+    """Whether to skip a generate/score request because the learner is closing (`stopping` posted): nobody
+    will read the answer. The key appears at any moment, so a replica's tp ranks, reading it at different
+    times, could disagree and one would enter the request's tensor-parallel collectives alone (a hang): with
+    tp > 1 the replica's first rank to reach the request decides for all, by request id (Bridge.agree)."""
+    stopping = bool(bridge.store.check(["stopping"]))
+    if role.tp == 1:
+        return stopping
+    key = f"drop/{command['request']}/{role.replica}"
+    return bridge.agree(key, "drop" if stopping else "run", role.tp) == "drop"
 
 
 def _execute(

@@ -23,6 +23,7 @@ from dist_helpers import (
     TINY,
     child_env,
     compare_runs,
+    free_port,
     metrics_of,
     report,
     run_checked,
@@ -196,3 +197,42 @@ def test_ctrl_c_finishes_the_step_checkpoints_and_the_same_command_resumes(tmp_p
     run_checked([*cmd, f"steps={stopped_at + 2}"], tmp_path / "resume.log")
     assert "resumed from" in (tmp_path / "resume.log").read_text()
     assert sorted(metrics_of(run_dir))[-2:] == [stopped_at + 1, stopped_at + 2]
+
+
+def test_a_graceful_stop_under_srun_ends_both_tasks_normally(tmp_path: Path) -> None:
+    """srun / submitit: no torchrun agent, learner rank 0 hosts the store and leaves with it when it exits. Two
+    tasks with Slurm's variables, max_staleness 1 (a request in flight at the stop); SIGTERM to both after step 2
+    (Slurm's preemption signal, handled like Ctrl-C). Both must exit 0: the driver waits for the worker's
+    acknowledgement before it exits, instead of leaving it to post into a vanished store. Here the worker is
+    mostly idle at the stop (it samples faster than the learner learns), so the race itself is rare; the unit
+    test tests/unit/test_bridge.py makes it certain."""
+    import os
+    import signal
+
+    port, run_dir = str(free_port()), tmp_path / "run"
+    cmd = [sys.executable, *train_module(), *TINY, *DISAGGREGATED, "roles.max_staleness=1", "steps=200",
+           "rollout.max_new_tokens=96", "checkpoint.every=1000", "eval.at_start_and_end=false",
+           f"run_dir={run_dir}"]  # fmt: skip
+    procs, logs = [], [tmp_path / f"task{rank}.log" for rank in (0, 1)]
+    for rank, log in enumerate(logs):
+        env = child_env(SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank), SLURM_NTASKS="2", SLURM_STEP_ID="0",
+                        SLURM_JOB_ID="4244", SLURM_JOB_NODELIST="127.0.0.1", MASTER_PORT=port)  # fmt: skip
+        with open(log, "w") as out:
+            procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT))
+    try:
+        deadline = time.time() + 300
+        while len(metrics_of(run_dir) if (run_dir / "metrics.jsonl").exists() else {}) < 2:
+            running = all(proc.poll() is None for proc in procs)
+            assert running and time.time() < deadline, logs[0].read_text()[-3000:]
+            time.sleep(0.2)
+        for proc in procs:
+            os.kill(proc.pid, signal.SIGTERM)
+        codes = [proc.wait(timeout=180) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    worker_log = logs[1].read_text()
+    assert codes == [0, 0], (codes, logs[0].read_text()[-2000:], worker_log[-3000:])
+    assert "rollout worker 0 (rank 1): " in worker_log and " generate, " in worker_log  # its closing line
