@@ -121,7 +121,12 @@ def attach_packed_forward(model: Any, chunk_size: int) -> None:
         raise ValueError("the chunked logprob head supports lm_heads without bias (Llama/Qwen/Mistral style)")
 
     def head_forward(self: Any, hidden: Tensor, labels: Tensor, temperature: float = 1.0):
-        return hidden_to_logprobs(hidden, self.weight, labels, temperature=temperature, chunk_size=chunk_size)
+        with torch.profiler.record_function(
+            "r1zero::head"
+        ):  # a label for profiles (scripts/gpu_learner_check)
+            return hidden_to_logprobs(
+                hidden, self.weight, labels, temperature=temperature, chunk_size=chunk_size
+            )
 
     def packed_forward(
         self: Any,

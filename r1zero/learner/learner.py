@@ -233,7 +233,8 @@ class Learner:
                 self.grad_norm = clip_gradients(self.module, self.cfg.max_grad_norm)
             if iteration == 0:  # the LR of this step's updates
                 self.last_lr = float(self.engine.lr_scheduler.get_last_lr()[0])
-            self.engine.step()
+            with torch.profiler.record_function("r1zero::optimizer"):
+                self.engine.step()
         tally.gap_tokens = float(step.real_mask[active].sum())
         return self._step_metrics(tally, step, start)
 

@@ -22,21 +22,14 @@ def test_pack_shares_the_prompt_of_a_group() -> None:
     assert batch.target_col.tolist() == [0, 1, 0, 0, 1]
     assert batch.response_len.tolist() == [2, 1, 2]
     assert batch.num_padding == 0 and batch.attention_mask is None
-    # The grouped attention's layout: prompts [5, 6] at 0-1 and [1] at 3 (right-padded with 0); the responses
-    # with an input token: 7 at 2 (group 0) and 2 at 4 (group 1); response 1 has none.
+    # The grouped attention's layout: one causal attention row per response with an input token, its prompt
+    # first: [5, 6, 7] (group 0, response 0) and [1, 2] (group 1), right-padded to 3; response 1 ([9]) has no
+    # input token and its group already has a row. Outputs: 5, 6, 7 from row 0 (flat 0, 1, 2), 1, 2 from row 1
+    # (flat 3, 4).
     layout = batch.layout
     assert layout is not None
-    assert layout.prompt_index.tolist() == [[0, 1], [3, 0]]
-    assert layout.prompt_keep.tolist() == [0, 1, 2]  # flat into [2 groups x 2]: (0,0), (0,1), (1,0)
-    assert layout.response_index.tolist() == [[2], [4]]
-    assert layout.response_group.tolist() == [0, 1] and layout.response_prompt.tolist() == [2, 1]
-    # Outputs come back as [prompt 5, prompt 6, prompt 1, response 7, response 2]: row order is 0, 1, 3, 2, 4.
-    assert layout.inverse.tolist() == [0, 1, 3, 2, 4]
-    assert not layout.uniform_prompts
-    assert layout.response_mask().int().tolist() == [
-        [[[1, 1, 1]]],  # 7: both prompt tokens and itself
-        [[[1, 0, 1]]],  # 2: its one prompt token (the second column is padding) and itself
-    ]
+    assert layout.index.tolist() == [[0, 1, 2], [3, 4, 0]]
+    assert layout.source.tolist() == [0, 1, 2, 3, 4]
     reference = pack(sequences, [0, 1, 2], dense_mask=True)
     assert reference.layout is None and torch.equal(reference.input_ids, batch.input_ids)
     assert reference.attention_mask[0, 0].int().tolist() == [
@@ -53,8 +46,19 @@ def test_pack_unshared_gives_each_sequence_its_own_group() -> None:
     assert batch.input_ids.tolist() == [[5, 6, 7, 5, 6]]
     assert batch.position_ids.tolist() == [[0, 1, 2, 0, 1]]
     assert batch.target_pos.tolist() == [1, 2, 4]
-    assert batch.layout is not None and batch.layout.prompt_index.tolist() == [[0, 1], [3, 4]]
-    assert batch.layout.uniform_prompts and batch.layout.response_mask() is None  # bottom-right causal
+    # Two groups: [5, 6, 7] and the second prompt alone ([9] has no input token), right-padded to 3.
+    assert batch.layout is not None and batch.layout.index.tolist() == [[0, 1, 2], [3, 4, 0]]
+    assert batch.layout.source.tolist() == [0, 1, 2, 3, 4]
+
+
+def test_grouped_layout_copies_the_prompt_into_each_responses_row() -> None:
+    from r1zero.learner.attention import grouped_layout
+
+    # Row: prompt p0 p1 (0-1), response a (2), response b b' (3-4). Attention rows [p0 p1 a] and [p0 p1 b b'];
+    # the prompt's outputs come from the first row, each response's from its own.
+    layout = grouped_layout([(0, 2)], [(2, 1, 0), (3, 2, 0)])
+    assert layout.index.tolist() == [[0, 1, 2, 0], [0, 1, 3, 4]]
+    assert layout.source.tolist() == [0, 1, 2, 6, 7]
 
 
 def test_grouped_layout_rejects_spans_that_miss_a_token() -> None:
@@ -64,15 +68,6 @@ def test_grouped_layout_rejects_spans_that_miss_a_token() -> None:
 
     with pytest.raises(ValueError, match="exactly once"):
         grouped_layout([(0, 2)], [(3, 1, 0)])  # position 2 belongs to no span
-
-
-def test_response_attention_mask_by_hand() -> None:
-    from r1zero.learner.attention import response_attention_mask
-
-    mask = response_attention_mask(torch.tensor([1, 2]), prompt_width=2, response_width=2)
-    assert mask.shape == (2, 1, 2, 4)
-    assert mask[0, 0].int().tolist() == [[1, 0, 1, 0], [1, 0, 1, 1]]  # one prompt token, then causal
-    assert mask[1, 0].int().tolist() == [[1, 1, 1, 0], [1, 1, 1, 1]]
 
 
 def test_unpack_to_response_layout() -> None:
