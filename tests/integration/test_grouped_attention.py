@@ -59,14 +59,25 @@ def _logprobs_and_grads(model, batch) -> tuple[torch.Tensor, dict[str, torch.Ten
     return logprobs.detach().double(), grads
 
 
+@pytest.mark.parametrize("rows", ["response rows", "group rows"])
 @pytest.mark.parametrize("case", list(_cases()))
-def test_grouped_attention_equals_the_dense_mask_in_fp32(model_path: str, case: str) -> None:
+def test_grouped_attention_equals_the_dense_mask_in_fp32(
+    model_path: str, case: str, rows: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from r1zero.learner import attention
+
+    # Both layouts, whatever the cost rule would pick for this case: a ratio of 0 never picks group rows.
+    monkeypatch.setattr(attention, "GROUP_ROWS_PAIR_RATIO", float("inf") if rows == "group rows" else 0.0)
     sequences, share = _cases()[case]
     model = load_model(model_path, dtype=torch.float32, gradient_checkpointing=False, trust_remote_code=False)
     attach_packed_forward(model, chunk_size=16)
-    rows = list(range(len(sequences)))
-    got, got_grads = _logprobs_and_grads(model, pack(sequences, rows, share_prompts=share))
-    want, want_grads = _logprobs_and_grads(model, pack(sequences, rows, share_prompts=share, dense_mask=True))
+    members = list(range(len(sequences)))
+    batch = pack(sequences, members, share_prompts=share)
+    assert batch.layout is not None and (batch.layout.owner is not None) == (rows == "group rows")
+    got, got_grads = _logprobs_and_grads(model, batch)
+    want, want_grads = _logprobs_and_grads(
+        model, pack(sequences, members, share_prompts=share, dense_mask=True)
+    )
     assert torch.allclose(got, want, atol=1e-5, rtol=0), (got - want).abs().max()
     assert got_grads.keys() == want_grads.keys() and len(got_grads) > 0
     for name, grad in want_grads.items():

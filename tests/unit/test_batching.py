@@ -51,14 +51,57 @@ def test_pack_unshared_gives_each_sequence_its_own_group() -> None:
     assert batch.layout.source.tolist() == [0, 1, 2, 3, 4]
 
 
-def test_grouped_layout_copies_the_prompt_into_each_responses_row() -> None:
+def test_grouped_layout_copies_the_prompt_into_each_responses_row(monkeypatch) -> None:
+    from r1zero.learner import attention
     from r1zero.learner.attention import grouped_layout
+
+    monkeypatch.setattr(attention, "GROUP_ROWS_PAIR_RATIO", 0.0)  # response rows whatever they cost
 
     # Row: prompt p0 p1 (0-1), response a (2), response b b' (3-4). Attention rows [p0 p1 a] and [p0 p1 b b'];
     # the prompt's outputs come from the first row, each response's from its own.
     layout = grouped_layout([(0, 2)], [(2, 1, 0), (3, 2, 0)])
     assert layout.index.tolist() == [[0, 1, 2, 0], [0, 1, 3, 4]]
     assert layout.source.tolist() == [0, 1, 2, 6, 7]
+    assert layout.owner is None and layout.mask() is None  # plain causal attention
+
+
+def test_grouped_layout_in_group_rows_masks_the_responses_apart(monkeypatch) -> None:
+    from r1zero.learner import attention
+    from r1zero.learner.attention import grouped_layout
+
+    monkeypatch.setattr(attention, "GROUP_ROWS_PAIR_RATIO", float("inf"))
+    # Groups: prompt p0 p1 + a + b b' (positions 0-4); prompt q0 (5) + c (6). Rows padded to 5.
+    layout = grouped_layout([(0, 2), (5, 1)], [(2, 1, 0), (3, 2, 0), (6, 1, 1)])
+    assert layout.index.tolist() == [[0, 1, 2, 3, 4], [5, 6, 0, 0, 0]]
+    assert layout.owner.tolist() == [[-1, -1, 0, 1, 1], [-1, 2, -2, -2, -2]]
+    assert layout.source.tolist() == [0, 1, 2, 3, 4, 5, 6]
+    mask = layout.mask()
+    assert mask.shape == (2, 1, 5, 5)
+    assert mask[0, 0].int().tolist() == [
+        [1, 0, 0, 0, 0],  # p0
+        [1, 1, 0, 0, 0],  # p1
+        [1, 1, 1, 0, 0],  # a: the prompt and itself
+        [1, 1, 0, 1, 0],  # b: the prompt and itself, not a
+        [1, 1, 0, 1, 1],  # b'
+    ]
+    assert mask[1, 0].int().tolist()[2] == [
+        1,
+        0,
+        0,
+        0,
+        0,
+    ]  # a padded query sees the prompt only (never empty)
+
+
+def test_the_cheaper_layout_is_chosen() -> None:
+    from r1zero.learner.attention import grouped_layout
+
+    # Short responses after a long prompt: 1 group of 4 + 4 x 3 = 16 tokens, 16^2 = 256 pairs against response
+    # rows 4 x 7^2 / 2 = 98 (x 2 = 196): response rows. One response: 16 tokens either way, group rows.
+    short = grouped_layout([(0, 4)], [(4, 3, 0), (7, 3, 0), (10, 3, 0), (13, 3, 0)])
+    assert short.owner is None
+    single = grouped_layout([(0, 4)], [(4, 12, 0)])
+    assert single.owner is not None
 
 
 def test_grouped_layout_rejects_spans_that_miss_a_token() -> None:
@@ -66,7 +109,7 @@ def test_grouped_layout_rejects_spans_that_miss_a_token() -> None:
 
     from r1zero.learner.attention import grouped_layout
 
-    with pytest.raises(ValueError, match="exactly once"):
+    with pytest.raises(ValueError, match="grouped_layout: "):
         grouped_layout([(0, 2)], [(3, 1, 0)])  # position 2 belongs to no span
 
 
