@@ -204,6 +204,22 @@ def init_process_group(timeout_s: float = 1800.0, backend: str = "auto", store: 
     dist.init_process_group(backend=backend, init_method=url, rank=0, world_size=1, timeout=timeout)
 
 
+def shutdown() -> None:
+    """Destroy every process group this process holds (best effort; a no-op when none is): the end of a run, on
+    success, Ctrl-C and error alike. NCCL warns at exit about groups left alive ("destroy_process_group() was
+    not called before program exit, which can leak resources")."""
+    global _OBJECT_GROUP
+    if not is_initialized():
+        return
+    import torch.distributed as dist
+
+    _OBJECT_GROUP = None
+    try:
+        dist.destroy_process_group()
+    except Exception as err:  # a peer gone or a communicator already aborted: nothing left to release
+        log.debug("destroy_process_group: %s", err)
+
+
 _OBJECT_GROUP: Any = None
 
 

@@ -297,7 +297,10 @@ def main() -> None:
         job_run_dir(dict_cfg)
         cfg = to_run_config(dict_cfg)
         started = time.time()
-        run(cfg)
+        try:
+            run(cfg)
+        finally:  # success, Ctrl-C or error: no process group left to the interpreter's exit
+            distributed.shutdown()
         log.info("wall time %.0f s", time.time() - started)
 
     _entry()
