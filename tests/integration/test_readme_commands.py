@@ -67,6 +67,11 @@ COVERAGE: dict[str, str] = {
     "r1zero-sample model.name=runs/my-run task=countdown n=8 rules.max_per_prompt=2 out_dir=runs/sample/countdown": (
         "test_distill_chain"
     ),
+    "bash scripts/gpu_smoke.sh": (
+        NOT_HERE
+        + "a GPU box's check (the small model, 256-token samples); --quick runs the same steps on CPU: "
+        "tests/integration/test_gpu_smoke.py"
+    ),
     "bash scripts/coldstart_cpu.sh": (
         NOT_HERE
         + "its stages, on SmolLM2 (~8 min: README's measured row); each stage runs in test_distill_chain"
