@@ -228,18 +228,15 @@ def test_on_cpu_sleep_and_wake_do_nothing(tiny_model_path: str) -> None:
 # ---- item 17: the constructor's defaults ----------------------------------------------------------------------
 
 
+def _memory_settings(llm: FakeLLM) -> tuple[object, object, object]:
+    """(enforce_eager, gpu_memory_utilization, enable_sleep_mode) as the engine passed them to vLLM."""
+    return tuple(llm.kwargs[k] for k in ("enforce_eager", "gpu_memory_utilization", "enable_sleep_mode"))  # type: ignore[return-value]
+
+
 def test_on_a_gpu_the_defaults_capture_cuda_graphs_and_share_the_gpu(tiny_model_path: str, on_gpu) -> None:
     """Colocated on a GPU: CUDA graphs (enforce_eager False), 35% of the GPU for vLLM, sleep mode on."""
     _, llm = _engine(tiny_model_path)
-    assert (
-        llm.kwargs["enforce_eager"],
-        llm.kwargs["gpu_memory_utilization"],
-        llm.kwargs["enable_sleep_mode"],
-    ) == (
-        False,
-        0.35,
-        True,
-    )
+    assert _memory_settings(llm) == (False, 0.35, True)
 
 
 def test_on_cpu_the_defaults_stay_eager(tiny_model_path: str) -> None:
@@ -254,15 +251,7 @@ def test_explicit_settings_win_over_the_defaults(tiny_model_path: str, on_gpu) -
     engine, llm = _engine(
         tiny_model_path, enforce_eager=True, gpu_memory_utilization=0.5, enable_sleep_mode=False
     )
-    assert (
-        llm.kwargs["enforce_eager"],
-        llm.kwargs["gpu_memory_utilization"],
-        llm.kwargs["enable_sleep_mode"],
-    ) == (
-        True,
-        0.5,
-        False,
-    )
+    assert _memory_settings(llm) == (True, 0.5, False)
     engine.sleep()  # sleep mode off: nothing to release
     assert llm.events == []
 
@@ -276,14 +265,6 @@ def test_a_dedicated_worker_config_owns_its_gpu(tiny_model_path: str, on_gpu) ->
     engine = VLLMEngine.from_config(tiny_model_path, cfg.rollout, seed=0)
     llm = FakeLLM.last
     assert llm is not None
-    assert (
-        llm.kwargs["enforce_eager"],
-        llm.kwargs["gpu_memory_utilization"],
-        llm.kwargs["enable_sleep_mode"],
-    ) == (
-        False,
-        0.9,
-        False,
-    )
+    assert _memory_settings(llm) == (False, 0.9, False)
     engine.sleep()
     assert llm.events == []
