@@ -31,59 +31,72 @@ ATTENTION_NAME = "r1zero_grouped"
 
 @dataclass
 class GroupedLayout:
-    """Where the T tokens of one packed row go in the attention call (build with `grouped_layout`).
+    """How a packed micro-batch is attended (built by r1zero.learner.batching.pack).
 
-    index:  [rows, W] row positions of each attention row, right-padded (padding: 0). Response rows (owner None):
-            its group's prompt, then one response's input tokens, attended causally; a group whose responses are
-            all one token long gets one row of its prompt alone. Group rows (owner given): a whole group, prompt
-            and responses as packed, attended through `mask()`.
-    source: [T] for each row token, the flat index into the [rows * W] attention outputs that it takes (a prompt
-            token from its group's first row).
-    owner:  [rows, W] group rows only: -1 for a prompt token, -2 for padding, else the response it belongs to.
+    Response rows (index and source given; the batch is one unpadded row of T tokens):
+      index:  [Nr, W] row positions of each attention row: its group's prompt, then one response's input tokens,
+              right-padded (padding: 0), attended causally; a group whose responses are all one token long gets
+              one row of its prompt alone.
+      source: [T] for each row token, the flat index into the [Nr * W] attention outputs that it takes (a prompt
+              token from its group's first row).
+    Group rows (index and source None; the batch is [Gr, S], one right-padded row per group):
+      owner:  [Gr, S] -1 for a prompt token, -2 for padding, else the response it belongs to; attended through
+              `mask()`.
     """
 
-    index: Tensor
-    source: Tensor
+    index: Tensor | None = None
+    source: Tensor | None = None
     owner: Tensor | None = None
     _mask: Tensor | None = field(default=None, repr=False)
 
     def mask(self) -> Tensor | None:
-        """[rows, 1, W, W] bool (True = attend) for group rows, built on the layout's device on first use and kept
+        """[Gr, 1, S, S] bool (True = attend) for group rows, built on the layout's device on first use and kept
         for the micro-batch's other layers: causal, and a key is a prompt token or of the query's own response
-        (padded queries see the prompt only, so no row is empty). None for response rows."""
+        (a padded query sees the prompt only, so no row is empty). None for response rows."""
         if self.owner is None:
             return None
         if self._mask is None:
-            own = self.owner  # [rows, W]
+            own = self.owner  # [Gr, S]
             width = own.shape[1]
-            causal = torch.ones(width, width, dtype=torch.bool, device=own.device).tril()  # [W, W]
-            key, query = own[:, None, :], own[:, :, None]  # [rows, 1, W], [rows, W, 1]
-            self._mask = (causal & ((key == -1) | ((key == query) & (key != -2))))[:, None]  # [rows, 1, W, W]
+            causal = torch.ones(width, width, dtype=torch.bool, device=own.device).tril()  # [S, S]
+            key, query = own[:, None, :], own[:, :, None]  # [Gr, 1, S], [Gr, S, 1]
+            self._mask = (causal & ((key == -1) | ((key == query) & (key != -2))))[:, None]  # [Gr, 1, S, S]
         return self._mask
 
     def to(self, device: torch.device | str) -> GroupedLayout:
-        owner = None if self.owner is None else self.owner.to(device)
-        return GroupedLayout(self.index.to(device), self.source.to(device), owner)
+        def moved(tensor: Tensor | None) -> Tensor | None:
+            return None if tensor is None else tensor.to(device)
+
+        return GroupedLayout(moved(self.index), moved(self.source), moved(self.owner))
 
 
-# Group rows go through a masked kernel that cannot skip the blocks above the diagonal, response rows through a
-# causal one that gathers each prompt once per response. Group rows are used while their attention pairs are at
-# most this many times the response rows' (CPU default micro-batch, 4 groups of 4 x 8-32 tokens after 72: group
-# rows 117k pairs, 6.2 ms per layer fwd+bwd; response rows 85k pairs, 12.4 ms; at 1,024-token responses response
-# rows need 4x fewer pairs and win).
+# Group rows go through a masked kernel that cannot skip the blocks above the diagonal and pad each group to the
+# longest, response rows through a causal one that gathers each prompt once per response. Group rows are used
+# while their attention pairs are at most this many times the response rows' (CPU default micro-batch, 4 groups
+# of 4 x 8-32 tokens after 72, one layer fwd+bwd: group rows 117k pairs, 6.2 ms; response rows 85k pairs and
+# their gathers, 12.4 ms; at 1,024-token responses response rows need 4x fewer pairs and win).
 GROUP_ROWS_PAIR_RATIO = 2.0
+
+
+def use_group_rows(prompt_lengths: Sequence[int], inputs: Sequence[Sequence[int]]) -> bool:
+    """Attend a micro-batch as group rows (else response rows)? prompt_lengths [groups]; inputs: each group's
+    responses' input-token counts. Example: one prompt of 4 with inputs [3, 3, 3, 3]: group rows 16^2 = 256
+    pairs, response rows 4 x 7^2 / 2 = 98 -> 256 > 2 x 98: response rows."""
+    spans = [p + sum(i) for p, i in zip(prompt_lengths, inputs)]
+    rows = [(p, n) for p, i in zip(prompt_lengths, inputs) for n in ([n for n in i if n] or [0])]
+    width = max(p + n for p, n in rows)
+    return len(spans) * max(spans) ** 2 <= GROUP_ROWS_PAIR_RATIO * len(rows) * width**2 / 2
 
 
 def grouped_layout(
     prompts: Sequence[tuple[int, int]], responses: Sequence[tuple[int, int, int]]
 ) -> GroupedLayout:
-    """The layout of a row from its spans: prompts [(start, length)] per group, responses [(start, length, group)]
-    of input tokens (length >= 1), each group's prompt followed by its responses. Every row position must be in
-    exactly one span. Response rows or group rows, whichever attends fewer pairs (see GROUP_ROWS_PAIR_RATIO).
+    """Response rows of one unpadded row from its spans: prompts [(start, length)] per group, responses
+    [(start, length, group)] of input tokens (length >= 1). Every row position must be in exactly one span.
 
-    Example: prompts [(0, 2)], responses [(2, 1, 0), (3, 2, 0)] (a 5-token row: prompt p0 p1, r1, r2 r2'):
-    response rows index [[0, 1, 2, 0], [0, 1, 3, 4]], source [0, 1, 2, 6, 7] (p0, p1 from row 0; r1 at row 0
-    column 2; r2, r2' at row 1 columns 2, 3); group rows index [[0, 1, 2, 3, 4]], owner [[-1, -1, 0, 1, 1]].
+    Example: prompts [(0, 2)], responses [(2, 1, 0), (3, 2, 0)] (a 5-token row: prompt p0 p1, r1, r2 r2') ->
+    index [[0, 1, 2, 0], [0, 1, 3, 4]], source [0, 1, 2, 6, 7] (p0, p1 from row 0; r1 at row 0 column 2;
+    r2, r2' at row 1 columns 2, 3).
     """
     total = sum(n for _, n in prompts) + sum(n for _, n, _ in responses)
     per_group: list[list[tuple[int, int]]] = [[] for _ in prompts]
@@ -91,19 +104,6 @@ def grouped_layout(
         per_group[group].append((start, length))
     rows = [(g, span) for g, spans in enumerate(per_group) for span in (spans or [(0, 0)])]
     width = max(prompts[g][1] + span[1] for g, span in rows)
-    spans = [p_len + sum(n for _, n in per_group[g]) for g, (_, p_len) in enumerate(prompts)]
-    if len(prompts) * max(spans) ** 2 <= GROUP_ROWS_PAIR_RATIO * len(rows) * width**2 / 2:
-        layout = _group_rows(prompts, per_group, max(spans), total)
-    else:
-        layout = _response_rows(prompts, rows, width, total)
-    if bool((layout.source < 0).any()):
-        raise ValueError("grouped_layout: the spans must cover every row position exactly once")
-    return layout
-
-
-def _response_rows(
-    prompts: Sequence[tuple[int, int]], rows: list[tuple[int, tuple[int, int]]], width: int, total: int
-) -> GroupedLayout:
     index = torch.zeros(len(rows), width, dtype=torch.long)  # [Nr, W]
     source = torch.full((total,), -1, dtype=torch.long)  # [T]
     first_row: dict[int, int] = {}
@@ -115,27 +115,9 @@ def _response_rows(
             first_row[g] = r
             source[p_start : p_start + p_len] = torch.arange(r * width, r * width + p_len)
         source[start : start + length] = torch.arange(r * width + p_len, r * width + p_len + length)
+    if bool((source < 0).any()):
+        raise ValueError("grouped_layout: the spans must cover every row position exactly once")
     return GroupedLayout(index, source)
-
-
-def _group_rows(
-    prompts: Sequence[tuple[int, int]], per_group: list[list[tuple[int, int]]], width: int, total: int
-) -> GroupedLayout:
-    index = torch.zeros(len(prompts), width, dtype=torch.long)  # [Gr, S]
-    owner = torch.full((len(prompts), width), -2, dtype=torch.long)  # [Gr, S]
-    source = torch.full((total,), -1, dtype=torch.long)  # [T]
-    response = 0
-    for g, (p_start, p_len) in enumerate(prompts):
-        column = p_len
-        owner[g, :p_len] = -1
-        for start, length in per_group[g]:
-            if start != p_start + column:
-                raise ValueError("grouped_layout: a group's responses must follow its prompt")
-            owner[g, column : column + length] = response
-            response, column = response + 1, column + length
-        index[g, :column] = torch.arange(p_start, p_start + column)
-        source[p_start : p_start + column] = torch.arange(g * width, g * width + column)
-    return GroupedLayout(index, source, owner)
 
 
 def _rows(tokens: Tensor, index: Tensor) -> Tensor:
@@ -156,20 +138,23 @@ def grouped_attention(
     layout: GroupedLayout | None = None,
     **kwargs: Any,
 ) -> tuple[Tensor, None]:
-    """transformers' attention interface: query [1, H, T, D], key / value [1, h, T, D] -> ([1, T, H, D], None).
-    Without a layout: transformers' sdpa attention with `attention_mask`."""
+    """transformers' attention interface: query [R, H, S, D], key / value [R, h, S, D] -> ([R, S, H, D], None);
+    R = 1 (one unpadded row, S = T) for response rows, R = Gr for group rows. Without a layout: transformers'
+    sdpa attention with `attention_mask`."""
     if layout is None:
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
         )
-    q, k, v = (_rows(x[0].transpose(0, 1), layout.index) for x in (query, key, value))  # [rows, H or h, W, D]
-    grouped_query = q.shape[1] != k.shape[1]  # K/V heads shared by several query heads, without copying them
-    mask = layout.mask()  # group rows: [rows, 1, W, W]; response rows: None (causal)
-    out = F.scaled_dot_product_attention(
-        q, k, v, attn_mask=mask, is_causal=mask is None, scale=scaling, enable_gqa=grouped_query
-    )  # [rows, H, W, D]
+    grouped_query = query.shape[1] != key.shape[1]  # K/V heads shared by query heads, without copying them
+    if layout.index is None or layout.source is None:  # group rows: the batch is already laid out in them
+        out = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=layout.mask(), scale=scaling, enable_gqa=grouped_query
+        )  # [Gr, H, S, D]
+        return out.transpose(1, 2), None  # [Gr, S, H, D]
+    q, k, v = (_rows(x[0].transpose(0, 1), layout.index) for x in (query, key, value))  # [Nr, H or h, W, D]
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, enable_gqa=grouped_query)
     return out.transpose(1, 2).flatten(0, 1).index_select(0, layout.source).unsqueeze(0), None  # [1, T, H, D]
 
 

@@ -1,12 +1,14 @@
-"""Packed micro-batches: the G responses to one prompt share a single copy of it, in one unpadded row.
+"""Packed micro-batches: the G responses to one prompt share a single copy of it.
 
 A group (one prompt, its responses r_1..r_G) is laid out as `prompt, r_1[:-1], ..., r_G[:-1]` (a response's last
-token predicts nothing), and the groups of a micro-batch follow each other. Prompt tokens get positions 0..P-1,
-each response's tokens P..P+R-2 again; each response attends to its prompt and its own earlier tokens only
-(r1zero.learner.attention, from the batch's GroupedLayout: no [S, S] mask), and the hidden state at the prompt's
-last position predicts every response's first token. Mathematically this is the same forward and backward as G
-separate (prompt + response) sequences, with the prompt computed once instead of G times (the prompt is often
-longer than the responses: 72 vs 20 tokens in the CPU default run), and no padding in the projections and MLPs.
+token predicts nothing), and the groups of a micro-batch follow each other in one unpadded row, or, for short
+sequences, each in a right-padded row of its own (whichever attention attends fewer pairs:
+r1zero.learner.attention.use_group_rows). Prompt tokens get positions 0..P-1, each response's tokens P..P+R-2
+again; each response attends to its prompt and its own earlier tokens only (r1zero.learner.attention, from the
+batch's GroupedLayout: no mask over the whole micro-batch), and the hidden state at the prompt's last position
+predicts every response's first token. Mathematically this is the same forward and backward as G separate
+(prompt + response) sequences, with the prompt computed once instead of G times (the prompt is often longer than
+the responses: 72 vs 20 tokens in the CPU default run).
 
 Per-step tensors use the response layout [N, T]: row i holds completion i's response tokens left-aligned, T the
 longest response, response_mask marking real tokens.
@@ -21,14 +23,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from r1zero.learner.attention import GroupedLayout, grouped_layout
+from r1zero.learner.attention import GroupedLayout, grouped_layout, use_group_rows
 
 TokenSequence = tuple[list[int], list[int]]  # (prompt_ids, response_ids)
 
 
 @dataclass
 class PackedBatch:
-    """One micro-batch, packed into R rows of S tokens (R = 1: one unpadded row).
+    """One micro-batch, packed into R rows of S tokens (R = 1: one unpadded row; or one padded row per group).
 
     rows:           indices of its sequences in the step's list (length n).
     input_ids:      [R, S] the packed tokens (rows shorter than S end in padding).
@@ -116,26 +118,33 @@ def pack(
     share_prompts: bool = True,
     dense_mask: bool = False,
 ) -> PackedBatch:
-    """Pack `sequences[r] for r in rows` into one unpadded row; rows with identical prompts share one prompt copy.
+    """Pack `sequences[r] for r in rows`; rows with identical prompts share one prompt copy.
 
-    The row's attention is r1zero.learner.attention's grouped attention (batch.layout, no mask). dense_mask: the
-    reference instead, an [1, 1, S, S] mask through plain sdpa (tests compare the two).
+    The groups follow each other in one unpadded row, attended as response rows, or, when that attends fewer
+    pairs (short sequences: r1zero.learner.attention.use_group_rows), one right-padded row per group attended
+    through a small per-group mask (batch.layout either way). dense_mask: the reference instead, one unpadded
+    row with a [1, 1, S, S] mask through plain sdpa (tests compare the two).
     Example: rows [0, 1], sequences ([5, 6], [7, 8]) and ([5, 6], [9]), shared ->
              input_ids [[5, 6, 7]] (prompt once, then 7; the last tokens 8 and 9 are never inputs),
              position_ids [[0, 1, 2]], target_pos [1, 2, 1], labels [7, 8, 9].
     """
+    members = _groups(sequences, rows, share_prompts)
+    prompt_lengths = [len(sequences[rows[m[0]]][0]) for m in members]
+    inputs = [[max(0, len(sequences[rows[local]][1]) - 1) for local in m] for m in members]
+    group_rows = not dense_mask and use_group_rows(prompt_lengths, inputs)
+    width = max(p + sum(i) for p, i in zip(prompt_lengths, inputs)) if group_rows else 0
     prompt_spans: list[tuple[int, int]] = []  # (start, length) of each group's prompt in the row
     response_spans: list[tuple[int, int, int]] = []  # (start, input tokens, group) of each response
     ids: list[int] = []
     positions: list[int] = []
-    segment: list[int] = []  # group of each token
-    owner: list[int] = []  # -1 for prompt tokens, else the local row of the response token
+    segment: list[int] = []  # group of each token (-1: padding)
+    owner: list[int] = []  # -1 for prompt tokens, -2 for padding, else the local row of the response token
     target_pos: list[int] = []
     labels: list[int] = []
     target_row: list[int] = []
     target_col: list[int] = []
     lengths = [0] * len(rows)
-    for group_index, locals_ in enumerate(_groups(sequences, rows, share_prompts)):
+    for group_index, locals_ in enumerate(members):
         prompt = sequences[rows[locals_[0]]][0]
         prompt_spans.append((len(ids), len(prompt)))
         ids.extend(prompt)
@@ -160,19 +169,32 @@ def pack(
                     segment.append(group_index)
                     owner.append(local)
                     predictor = len(ids) - 1
+        if group_rows:  # pad the group's row; padding is a sequence of its own to the positions
+            pad = -len(ids) % width
+            ids.extend([0] * pad)
+            positions.extend(range(pad))
+            segment.extend([-1] * pad)
+            owner.extend([-2] * pad)
     long = torch.long
+    row_width = width or len(ids)
+    if dense_mask:
+        layout = None
+    elif group_rows:
+        layout = GroupedLayout(owner=torch.tensor(owner, dtype=long).view(-1, width))  # [Gr, S]
+    else:
+        layout = grouped_layout(prompt_spans, response_spans)
     return PackedBatch(
         rows=list(rows),
-        input_ids=torch.tensor([ids], dtype=long),  # [1, S]
-        position_ids=torch.tensor([positions], dtype=long),  # [1, S]
+        input_ids=torch.tensor(ids, dtype=long).view(-1, row_width),  # [R, S]
+        position_ids=torch.tensor(positions, dtype=long).view(-1, row_width),  # [R, S]
         attention_mask=dense_reference_mask(owner, segment) if dense_mask else None,
-        layout=None if dense_mask else grouped_layout(prompt_spans, response_spans),
+        layout=layout,
         target_pos=torch.tensor(target_pos, dtype=long),  # [M]
         labels=torch.tensor(labels, dtype=long),  # [M]
         target_row=torch.tensor(target_row, dtype=long),  # [M]
         target_col=torch.tensor(target_col, dtype=long),  # [M]
         response_len=torch.tensor(lengths, dtype=long),  # [n]
-        num_tokens=len(ids),
+        num_tokens=len(ids) - owner.count(-2),
     )
 
 

@@ -8,7 +8,10 @@ import torch
 from r1zero.learner.batching import pack, plan_micro_batches, response_layout
 
 
-def test_pack_shares_the_prompt_of_a_group() -> None:
+def test_pack_shares_the_prompt_of_a_group(monkeypatch) -> None:
+    from r1zero.learner import attention
+
+    monkeypatch.setattr(attention, "GROUP_ROWS_PAIR_RATIO", 0.0)  # response rows: one unpadded row
     sequences = [([5, 6], [7, 8]), ([5, 6], [9]), ([1], [2, 3])]
     batch = pack(sequences, [0, 1, 2])
     # group [5, 6]: prompt once, then 7 (the input of response 0; its last token 8 is never an input); response
@@ -41,7 +44,10 @@ def test_pack_shares_the_prompt_of_a_group() -> None:
     ]
 
 
-def test_pack_unshared_gives_each_sequence_its_own_group() -> None:
+def test_pack_unshared_gives_each_sequence_its_own_group(monkeypatch) -> None:
+    from r1zero.learner import attention
+
+    monkeypatch.setattr(attention, "GROUP_ROWS_PAIR_RATIO", 0.0)  # response rows: one unpadded row
     batch = pack([([5, 6], [7, 8]), ([5, 6], [9])], [0, 1], share_prompts=False)
     assert batch.input_ids.tolist() == [[5, 6, 7, 5, 6]]
     assert batch.position_ids.tolist() == [[0, 1, 2, 0, 1]]
@@ -51,38 +57,41 @@ def test_pack_unshared_gives_each_sequence_its_own_group() -> None:
     assert batch.layout.source.tolist() == [0, 1, 2, 3, 4]
 
 
-def test_grouped_layout_copies_the_prompt_into_each_responses_row(monkeypatch) -> None:
-    from r1zero.learner import attention
+def test_grouped_layout_copies_the_prompt_into_each_responses_row() -> None:
     from r1zero.learner.attention import grouped_layout
-
-    monkeypatch.setattr(attention, "GROUP_ROWS_PAIR_RATIO", 0.0)  # response rows whatever they cost
 
     # Row: prompt p0 p1 (0-1), response a (2), response b b' (3-4). Attention rows [p0 p1 a] and [p0 p1 b b'];
     # the prompt's outputs come from the first row, each response's from its own.
     layout = grouped_layout([(0, 2)], [(2, 1, 0), (3, 2, 0)])
-    assert layout.index.tolist() == [[0, 1, 2, 0], [0, 1, 3, 4]]
-    assert layout.source.tolist() == [0, 1, 2, 6, 7]
+    assert layout.index is not None and layout.index.tolist() == [[0, 1, 2, 0], [0, 1, 3, 4]]
+    assert layout.source is not None and layout.source.tolist() == [0, 1, 2, 6, 7]
     assert layout.owner is None and layout.mask() is None  # plain causal attention
 
 
-def test_grouped_layout_in_group_rows_masks_the_responses_apart(monkeypatch) -> None:
+def test_pack_in_group_rows_pads_each_group_and_masks_its_responses_apart(monkeypatch) -> None:
     from r1zero.learner import attention
-    from r1zero.learner.attention import grouped_layout
 
     monkeypatch.setattr(attention, "GROUP_ROWS_PAIR_RATIO", float("inf"))
-    # Groups: prompt p0 p1 + a + b b' (positions 0-4); prompt q0 (5) + c (6). Rows padded to 5.
-    layout = grouped_layout([(0, 2), (5, 1)], [(2, 1, 0), (3, 2, 0), (6, 1, 1)])
-    assert layout.index.tolist() == [[0, 1, 2, 3, 4], [5, 6, 0, 0, 0]]
-    assert layout.owner.tolist() == [[-1, -1, 0, 1, 1], [-1, 2, -2, -2, -2]]
-    assert layout.source.tolist() == [0, 1, 2, 3, 4, 5, 6]
+    # Groups: prompt [5, 6] + response inputs 7 | 8, 9 (responses [7, 1], [8, 9, 2]); prompt [1] + input 2.
+    sequences = [([5, 6], [7, 1]), ([5, 6], [8, 9, 2]), ([1], [2, 3])]
+    batch = pack(sequences, [0, 1, 2])
+    assert batch.input_ids.tolist() == [[5, 6, 7, 8, 9], [1, 2, 0, 0, 0]]  # one row per group, padded to 5
+    assert batch.position_ids.tolist() == [[0, 1, 2, 2, 3], [0, 1, 0, 1, 2]]
+    assert batch.num_tokens == 7 and batch.num_padding == 3
+    # 7 <- after 6 (1); 1 <- after 7 (2); 8 <- after 6 (1); 9 <- after 8 (3); 2 <- after 9 (4); 2 <- after
+    # 1 (flat 5); 3 <- after 2 (flat 6).
+    assert batch.target_pos.tolist() == [1, 2, 1, 3, 4, 5, 6]
+    layout = batch.layout
+    assert layout is not None and layout.index is None
+    assert layout.owner is not None and layout.owner.tolist() == [[-1, -1, 0, 1, 1], [-1, 2, -2, -2, -2]]
     mask = layout.mask()
-    assert mask.shape == (2, 1, 5, 5)
+    assert mask is not None and mask.shape == (2, 1, 5, 5)
     assert mask[0, 0].int().tolist() == [
-        [1, 0, 0, 0, 0],  # p0
-        [1, 1, 0, 0, 0],  # p1
-        [1, 1, 1, 0, 0],  # a: the prompt and itself
-        [1, 1, 0, 1, 0],  # b: the prompt and itself, not a
-        [1, 1, 0, 1, 1],  # b'
+        [1, 0, 0, 0, 0],  # 5
+        [1, 1, 0, 0, 0],  # 6
+        [1, 1, 1, 0, 0],  # 7: the prompt and itself
+        [1, 1, 0, 1, 0],  # 8: the prompt and itself, not 7
+        [1, 1, 0, 1, 1],  # 9
     ]
     assert mask[1, 0].int().tolist()[2] == [
         1,
@@ -94,14 +103,15 @@ def test_grouped_layout_in_group_rows_masks_the_responses_apart(monkeypatch) -> 
 
 
 def test_the_cheaper_layout_is_chosen() -> None:
-    from r1zero.learner.attention import grouped_layout
+    from r1zero.learner.attention import use_group_rows
 
-    # Short responses after a long prompt: 1 group of 4 + 4 x 3 = 16 tokens, 16^2 = 256 pairs against response
-    # rows 4 x 7^2 / 2 = 98 (x 2 = 196): response rows. One response: 16 tokens either way, group rows.
-    short = grouped_layout([(0, 4)], [(4, 3, 0), (7, 3, 0), (10, 3, 0), (13, 3, 0)])
-    assert short.owner is None
-    single = grouped_layout([(0, 4)], [(4, 12, 0)])
-    assert single.owner is not None
+    # A prompt of 4 and 4 responses of 3 input tokens: group rows 16^2 = 256 pairs, response rows 4 x 7^2 / 2 =
+    # 98 (x 2 = 196): response rows. One response of 12: 16^2 either way: group rows.
+    assert not use_group_rows([4], [[3, 3, 3, 3]])
+    assert use_group_rows([4], [[12]])
+    # The CPU default's shape: 4 groups of 72 + 4 x ~20 -> group rows; 2 groups of 256 + 8 x ~640 -> response rows.
+    assert use_group_rows([72] * 4, [[20, 25, 15, 30]] * 4)
+    assert not use_group_rows([256] * 2, [[640, 300, 1000, 500, 700, 800, 256, 900]] * 2)
 
 
 def test_grouped_layout_rejects_spans_that_miss_a_token() -> None:
