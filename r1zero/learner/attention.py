@@ -127,6 +127,32 @@ def _rows(tokens: Tensor, index: Tensor) -> Tensor:
     return tokens.index_select(0, index.flatten()).view(rows, width, *tokens.shape[1:]).transpose(1, 2)
 
 
+def masked_attention(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    mask: Tensor | None,
+    scaling: float | None,
+    *,
+    copy_kv: bool | None = None,
+) -> Tensor:
+    """sdpa of query [R, H, S, D] against key / value [R, h, S, D] under a bool mask [R, 1, S, S] -> [R, S, H, D].
+    copy_kv (default: on CUDA): repeat the K/V heads up to H instead of sdpa's enable_gqa, which CUDA's
+    mem-efficient kernel (the masked one) lacks: without the copies a masked GQA call falls back to the math
+    kernel and its [R, H, S, S] scores. On CPU the flash kernel takes masks and GQA together."""
+    grouped_query = query.shape[1] != key.shape[1]
+    if copy_kv is None:
+        copy_kv = query.device.type == "cuda"
+    if grouped_query and copy_kv:
+        repeat = query.shape[1] // key.shape[1]
+        key, value = key.repeat_interleave(repeat, dim=1), value.repeat_interleave(repeat, dim=1)
+        grouped_query = False
+    out = F.scaled_dot_product_attention(
+        query, key, value, attn_mask=mask, scale=scaling, enable_gqa=grouped_query
+    )
+    return out.transpose(1, 2)  # [R, S, H, D]
+
+
 def grouped_attention(
     module: Any,
     query: Tensor,
@@ -149,10 +175,7 @@ def grouped_attention(
         )
     grouped_query = query.shape[1] != key.shape[1]  # K/V heads shared by query heads, without copying them
     if layout.index is None or layout.source is None:  # group rows: the batch is already laid out in them
-        out = F.scaled_dot_product_attention(
-            query, key, value, attn_mask=layout.mask(), scale=scaling, enable_gqa=grouped_query
-        )  # [Gr, H, S, D]
-        return out.transpose(1, 2), None  # [Gr, S, H, D]
+        return masked_attention(query, key, value, layout.mask(), scaling), None  # [Gr, S, H, D]
     q, k, v = (_rows(x[0].transpose(0, 1), layout.index) for x in (query, key, value))  # [Nr, H or h, W, D]
     out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, enable_gqa=grouped_query)
     return out.transpose(1, 2).flatten(0, 1).index_select(0, layout.source).unsqueeze(0), None  # [1, T, H, D]

@@ -158,3 +158,21 @@ def test_micro_batches_are_bounded_by_packed_tokens() -> None:
     assert lengths == [33, 3, 3, 3, 3, 3, 3]
     assert plan_micro_batches(lengths, 16, max_tokens=20) == [[0], [1, 2, 3, 4, 5, 6]]
     assert plan_micro_batches([33, 3, 3, 3, 3, 3, 3], 16, max_tokens=10) == [[0], [1, 2, 3], [4, 5, 6]]
+
+
+def test_masked_attention_copies_of_the_kv_heads_give_the_same_result() -> None:
+    # On CUDA the K/V heads are copied up to the query heads (the masked kernel has no GQA mode); the result must
+    # equal sdpa's own grouped-query attention, and a float64 reference with explicitly repeated heads.
+    from r1zero.learner.attention import masked_attention
+
+    torch.manual_seed(0)
+    query, key, value = torch.randn(2, 6, 5, 4), torch.randn(2, 2, 5, 4), torch.randn(2, 2, 5, 4)
+    mask = torch.ones(5, 5, dtype=torch.bool).tril().expand(2, 1, 5, 5)
+    copied = masked_attention(query, key, value, mask, None, copy_kv=True)
+    shared = masked_attention(query, key, value, mask, None, copy_kv=False)
+    scores = query.double() @ key.double().repeat_interleave(3, 1).transpose(-1, -2) / 2.0  # [2, 6, 5, 5]
+    weights = scores.masked_fill(~mask, float("-inf")).softmax(-1)
+    reference = (weights @ value.double().repeat_interleave(3, 1)).transpose(1, 2)  # [2, 5, 6, 4]
+    assert copied.shape == (2, 5, 6, 4)
+    assert torch.allclose(copied.double(), reference, atol=1e-5)
+    assert torch.allclose(shared.double(), reference, atol=1e-5)
