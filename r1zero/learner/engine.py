@@ -121,9 +121,8 @@ def attach_packed_forward(model: Any, chunk_size: int) -> None:
         raise ValueError("the chunked logprob head supports lm_heads without bias (Llama/Qwen/Mistral style)")
 
     def head_forward(self: Any, hidden: Tensor, labels: Tensor, temperature: float = 1.0):
-        with torch.profiler.record_function(
-            "r1zero::head"
-        ):  # a label for profiles (scripts/gpu_learner_check)
+        # Labelled for profiles (scripts/gpu_learner_check.py's step shares).
+        with torch.profiler.record_function("r1zero::head"):
             return hidden_to_logprobs(
                 hidden, self.weight, labels, temperature=temperature, chunk_size=chunk_size
             )

@@ -119,10 +119,12 @@ class Learner:
         )
         return [[rows[j] for j in part] for part in plan]
 
-    def _pack(self, sequences: Sequence[TokenSequence], rows: Sequence[int]) -> PackedBatch:
-        """One micro-batch, packed and on the device. Packed when it is used, not all up front: one micro-batch's
-        tensors (and its attention mask) are on the device at a time."""
-        return pack(sequences, rows, share_prompts=self.cfg.share_prompts).to(self.device)
+    def _packed(self, sequences: Sequence[TokenSequence], plan: list[list[int]]) -> list[PackedBatch]:
+        """Each micro-batch of `plan`, packed on the host once per step (token ids and small layout tensors; a
+        group-row mask is built on the device when first used). The caller moves one at a time to the device, so
+        only the micro-batch being computed is there, and several passes (fillers, algo.num_iterations) reuse
+        the packing."""
+        return [pack(sequences, part, share_prompts=self.cfg.share_prompts) for part in plan]
 
     @torch.no_grad()
     def logprobs(
@@ -136,22 +138,19 @@ class Learner:
         if model is None:
             raise ValueError("no reference model: algo.kl_coef is 0")
         out: list[Tensor] = [torch.empty(0)] * len(sequences)
-        plan = self._plan(sequences, range(len(sequences)))
-        passes = len(plan)
+        host = self._packed(sequences, self._plan(sequences, range(len(sequences))))
+        passes = len(host)
         if not reference and _is_zero3(self.engine):
             passes = int(distributed.all_reduce_max(float(passes)))
+        spare = host[0] if host else pack([([0], [0])], [0])  # a rank with nothing to score still joins
         for i in range(passes):
-            filler = i >= len(plan)  # a filler gathers like the others; its result is dropped
-            batch = self._filler(sequences, plan) if filler else self._pack(sequences, plan[i])
+            filler = i >= len(host)  # a filler gathers like the others; its result is dropped
+            batch = (spare if filler else host[i]).to(self.device)
             width = int(batch.response_len.max()) if len(batch.rows) else 0
             logprobs, _ = self._forward(model, batch, width, temperature)  # [n, width]
             for local, row in enumerate([] if filler else batch.rows):
                 out[row] = logprobs[local, : int(batch.response_len[local])].float().cpu()
         return out
-
-    def _filler(self, sequences: Sequence[TokenSequence], plan: list[list[int]]) -> PackedBatch:
-        """A pass that only keeps a rank in step with the others: its first micro-batch again, or one token."""
-        return self._pack(sequences, plan[0]) if plan else self._pack([([0], [0])], [0])
 
     def _padded_logprobs(self, sequences: Sequence[TokenSequence], *, reference: bool = False) -> Tensor:
         """[N, T] logprobs at the sampling temperature (old or reference policy), zero-padded."""
@@ -213,16 +212,16 @@ class Learner:
         # joins the gradient all-reduce with zeros, and the others do not wait for it.
         keep = [True] * len(sequences) if loss_mask is None else loss_mask.bool().tolist()  # [N]
         active = [i for i, kept in enumerate(keep) if kept] or [0]
-        plan = self._plan(sequences, active)
+        host = self._packed(sequences, self._plan(sequences, active))
         # Every rank runs the same number of micro-batches (ZeRO-3 gathers parameters in each forward, and the
         # gradient all-reduce waits for every rank's boundary backward): a rank with fewer loss rows repeats its
         # first micro-batch with no loss tokens (a zero gradient).
-        passes = int(distributed.all_reduce_max(float(len(plan))))
+        passes = int(distributed.all_reduce_max(float(len(host))))
         tally = StepTally(self.device, len(sequences))
         for iteration in range(self.algo.num_iterations):
             for i in range(passes):
-                batch = self._pack(sequences, plan[i] if i < len(plan) else plan[0])
-                real = i < len(plan)  # a filler pass has no loss tokens
+                real = i < len(host)  # a filler pass has no loss tokens
+                batch = host[i if real else 0].to(self.device)
                 self._micro_step(batch, step, tally, check_gap=iteration == 0 and real, real=real)
                 self.engine.set_gradient_accumulation_boundary(i == passes - 1)
                 self.engine.backward(tally.last_loss * step.world)
