@@ -1,4 +1,4 @@
-"""Attention of a packed micro-batch without a [S, S] mask: each response with its prompt, causal, no mask.
+"""Attention of a packed micro-batch without a mask over all of it: each response with its prompt, causal.
 
 A packed micro-batch is one unpadded row of T tokens: per group, its prompt, then each response's input tokens
 (r1zero.learner.batching). A dense boolean mask over that row costs T^2 pairs, most of them masked away, and keeps
@@ -11,6 +11,9 @@ padded batch's does, while the projections and MLPs, most of the compute, run on
 prompt once. Exact prompt sharing inside attention (the responses' queries against one copy of the prompt's keys)
 was measured slower on CPU: a [R, P + R] mask stops the kernel from skipping blocks (tiny shape, 16 x 1,024-token
 responses after a 256-token prompt, one layer fwd+bwd: 0.135 s masked vs 0.099 s causal over P + R).
+Short sequences (the CPU default's 8-32 tokens after 72) are cheaper as group rows: `pack` lays each group out in
+a right-padded row of its own, attended through a small [groups, 1, S, S] mask with no gathers; `use_group_rows`
+picks, per micro-batch, whichever attends fewer pairs.
 
 `grouped_attention` is registered with transformers as the attention implementation "r1zero_grouped"; a model
 forward that passes `layout=` (a GroupedLayout) uses it, one that does not falls back to transformers' sdpa.
