@@ -298,6 +298,17 @@ class LearnerConfig:
     logprob_chunk_size: int = 512
     # Use DeepSpeed's JIT-compiled fused/CPU Adam (minutes to compile on first use); False uses torch's AdamW.
     fused_optimizer: bool = False
+    # LoRA: PEFT adapters of this rank on the policy, and only they train (0 = off: full fine-tuning). The rollout
+    # engine gets the merged weights; with algo.kl_coef > 0 the reference is the policy with its adapters off
+    # (no second copy of the model). README, "LoRA".
+    lora_rank: int = 0
+    # The adapters' output is scaled by lora_alpha / lora_rank.
+    lora_alpha: float = 32.0
+    # Dropout on the adapters' input in the learner's training forward (0 = none). > 0 makes that forward random,
+    # so the free per-step sync check cannot compare it: it needs sync.check_step_logprobs=false.
+    lora_dropout: float = 0.0
+    # Names of the linear layers to adapt (e.g. [q_proj, v_proj]); null: every attention and MLP projection.
+    lora_target_modules: list[str] | None = None
 
     def __post_init__(self) -> None:
         _check_choice("learner", "backend", self.backend, LEARNER_BACKENDS)
@@ -321,6 +332,9 @@ class LearnerConfig:
             f"learner.zero3_persistence_threshold must be >= 0 or null; got {self.zero3_persistence_threshold}",
         )
         _check(self.max_grad_norm >= 0, "learner.max_grad_norm must be >= 0 (0 = no clipping)")
+        _check(self.lora_rank >= 0, f"learner.lora_rank must be >= 0 (0 = no adapters); got {self.lora_rank}")
+        _check(self.lora_alpha > 0, f"learner.lora_alpha must be > 0; got {self.lora_alpha}")
+        _check(0 <= self.lora_dropout < 1, f"learner.lora_dropout must be in [0, 1); got {self.lora_dropout}")
 
 
 @dataclass
@@ -513,6 +527,14 @@ class RunConfig:
         _check(
             self.algo.loss_aggregation != "seq_mean_token_sum_norm" or self.rollout.max_new_tokens >= 1,
             "algo.loss_aggregation=seq_mean_token_sum_norm needs rollout.max_new_tokens",
+        )
+        _check(
+            self.learner.lora_rank == 0
+            or self.learner.lora_dropout == 0
+            or not self.sync.check_step_logprobs,
+            f"learner.lora_dropout={self.learner.lora_dropout} makes the learner's training forward random, so the "
+            "per-step sync check (its first pass against the engine's sampling logprobs) would fail: set "
+            "sync.check_step_logprobs=false with it, or learner.lora_dropout=0",
         )
         _check(
             self.algo.overlong_buffer < self.rollout.max_new_tokens,

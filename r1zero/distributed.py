@@ -204,15 +204,25 @@ def init_process_group(timeout_s: float = 1800.0, backend: str = "auto", store: 
     dist.init_process_group(backend=backend, init_method=url, rank=0, world_size=1, timeout=timeout)
 
 
-def shutdown() -> None:
+def shutdown(clean: bool = True) -> None:
     """Destroy every process group this process holds (best effort; a no-op when none is): the end of a run, on
     success, Ctrl-C and error alike. NCCL warns at exit about groups left alive ("destroy_process_group() was
-    not called before program exit, which can leak resources")."""
+    not called before program exit, which can leak resources").
+
+    clean (the run returned normally, on every rank of the group): first a barrier, so that no rank tears its
+    connections down while a peer still has an operation in flight with it (CI saw one learner rank of a gloo run
+    abort at exit, "terminate called without an active exception", while the other was still stopping the
+    rollout workers). After an error or Ctrl-C a peer may never arrive: no barrier then."""
     global _OBJECT_GROUP
     if not is_initialized():
         return
     import torch.distributed as dist
 
+    if clean and dist.get_world_size() > 1:
+        try:
+            dist.barrier()
+        except Exception as err:  # a peer gone: tear down anyway
+            log.warning("barrier before destroy_process_group failed: %s", err)
     _OBJECT_GROUP = None
     try:
         dist.destroy_process_group()

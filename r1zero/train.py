@@ -176,6 +176,8 @@ def train_step(session: Session, step: int, stop_requested: bool) -> bool:
         combined, stop_now = dp.reduce_rank_metrics(own, loss_tokens, stop_requested)
     metrics |= combined  # (perf/rollout_tokens_per_s came with the samples: collect.rollout_rate_metrics)
     metrics["train/step"] = float(step)
+    if step == session.start_step + 1:  # the run's (or resume's) first row says what trains
+        metrics |= learner.parameter_metrics()
     history = session.history
     from r1zero.cost import accumulate
 
@@ -299,8 +301,10 @@ def main() -> None:
         started = time.time()
         try:
             run(cfg)
-        finally:  # success, Ctrl-C or error: no process group left to the interpreter's exit
-            distributed.shutdown()
+        except BaseException:  # Ctrl-C or error: no process group left to the interpreter's exit either
+            distributed.shutdown(clean=False)
+            raise
+        distributed.shutdown()
         log.info("wall time %.0f s", time.time() - started)
 
     _entry()

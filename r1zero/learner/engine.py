@@ -243,25 +243,29 @@ class TorchEngine:
     def get_global_grad_norm(self) -> float:
         return self.last_grad_norm
 
-    def save_checkpoint(self, directory: str, tag: str) -> None:
+    def save_checkpoint(self, directory: str, tag: str, exclude_frozen_parameters: bool = False) -> None:
         from pathlib import Path
 
         path = Path(directory) / tag
         path.mkdir(parents=True, exist_ok=True)
+        model = self.module.state_dict()
+        if exclude_frozen_parameters:  # as DeepSpeed's flag: the trained parameters only
+            trained = {name for name, p in self.module.named_parameters() if p.requires_grad}
+            model = {name: value for name, value in model.items() if name in trained}
         torch.save(
             {
-                "model": self.module.state_dict(),
+                "model": model,
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.lr_scheduler.state_dict(),
             },
             path / "state.pt",
         )
 
-    def load_checkpoint(self, directory: str, tag: str) -> None:
+    def load_checkpoint(self, directory: str, tag: str, load_module_strict: bool = True) -> None:
         from pathlib import Path
 
         state = torch.load(Path(directory) / tag / "state.pt", map_location="cpu", weights_only=False)
-        self.module.load_state_dict(state["model"])
+        self.module.load_state_dict(state["model"], strict=load_module_strict)
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr_scheduler.load_state_dict(state["scheduler"])
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -13,6 +15,7 @@ from torch import Tensor
 from r1zero import distributed
 from r1zero.algo import loss_normalizer, micro_batch_loss
 from r1zero.config import AlgoConfig, LearnerConfig
+from r1zero.learner import lora
 from r1zero.learner.batching import (
     PackedBatch,
     TokenSequence,
@@ -28,9 +31,11 @@ from r1zero.learner.engine import (
     learner_clips,
     load_model,
 )
-from r1zero.learner.tally import StepTally, StepTensors
+from r1zero.learner.tally import StepTally, StepTensors, checked_rollout_logprobs
+from r1zero.sync import check_rollout_gap
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+log = logging.getLogger(__name__)
 
 
 def _is_zero3(engine: object) -> bool:
@@ -72,6 +77,17 @@ class Learner:
             gradient_checkpointing=cfg.gradient_checkpointing,
             trust_remote_code=trust_remote_code,
         )
+        self.lora = (
+            cfg.lora_rank > 0
+        )  # PEFT adapters train, the base weights stay frozen (r1zero.learner.lora)
+        if self.lora:
+            model = lora.apply_lora(
+                model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                target_modules=cfg.lora_target_modules,
+            )  # fmt: skip
+        self.trainable_params, self.total_params = lora.parameter_counts(model)
+        log.info("learner: %d trainable of %d parameters (%.2f%%)", self.trainable_params, self.total_params,
+                 100.0 * self.trainable_params / max(1, self.total_params))  # fmt: skip
         attach_packed_forward(model, cfg.logprob_chunk_size)
         self.engine = build_engine(
             model, cfg, total_steps=total_steps, world_size=distributed.world_size(),
@@ -84,7 +100,10 @@ class Learner:
         if cfg.backend == "torch":
             self.module.to(self.device)
         self.ref_model = None
-        if algo.kl_coef > 0:  # the reference model exists only when the KL term is on
+        self.has_reference = (
+            algo.kl_coef > 0
+        )  # with adapters: the policy with its adapters off, no second copy
+        if self.has_reference and not self.lora:  # a frozen copy exists only when the KL term is on
             ref = load_model(
                 model_path, dtype=dtype, gradient_checkpointing=False, trust_remote_code=trust_remote_code,
                 trainable=False,
@@ -134,15 +153,28 @@ class Learner:
         model): list of [R_i]. Temperature 1 (the default) is what the engines' `score` reports (sync probe).
         Under ZeRO-3 every rank must call this together: each forward gathers the policy's parameters with all
         ranks, so a rank with fewer micro-batches runs filler forwards until the busiest rank is done."""
-        model = self.ref_model if reference else self.module
-        if model is None:
+        if reference and not self.has_reference:
             raise ValueError("no reference model: algo.kl_coef is 0")
+        model = self.ref_model if reference and not self.lora else self.module
         out: list[Tensor] = [torch.empty(0)] * len(sequences)
         host = self._packed(sequences, self._plan(sequences, range(len(sequences))))
         passes = len(host)
-        if not reference and _is_zero3(self.engine):
+        if model is self.module and _is_zero3(self.engine):
             passes = int(distributed.all_reduce_max(float(passes)))
         spare = host[0] if host else pack([([0], [0])], [0])  # a rank with nothing to score still joins
+        with contextlib.ExitStack() as scoring:
+            if reference and self.lora:
+                scoring.enter_context(lora.reference_mode(self.module))
+            if self.cfg.lora_dropout > 0:  # scoring is deterministic: the adapters' dropout off
+                scoring.enter_context(_eval_mode(model))
+            self._score(model, host, spare, passes, out, temperature)
+        return out
+
+    def _score(
+        self, model: Any, host: list[PackedBatch], spare: PackedBatch, passes: int, out: list[Tensor],
+        temperature: float,
+    ) -> None:  # fmt: skip
+        """`passes` scoring forwards over the packed micro-batches `host` (then fillers: `spare`) into out."""
         for i in range(passes):
             filler = i >= len(host)  # a filler gathers like the others; its result is dropped
             batch = (spare if filler else host[i]).to(self.device)
@@ -150,38 +182,11 @@ class Learner:
             logprobs, _ = self._forward(model, batch, width, temperature)  # [n, width]
             for local, row in enumerate([] if filler else batch.rows):
                 out[row] = logprobs[local, : int(batch.response_len[local])].float().cpu()
-        return out
 
     def _padded_logprobs(self, sequences: Sequence[TokenSequence], *, reference: bool = False) -> Tensor:
         """[N, T] logprobs at the sampling temperature (old or reference policy), zero-padded."""
         per_row = self.logprobs(sequences, reference=reference, temperature=self.temperature)
         return response_layout([t.tolist() for t in per_row])[0]  # [N, T]
-
-    def _checked_rollout_logprobs(
-        self, rollout_logprobs: Sequence[Sequence[float]] | None, resp_lens: list[int]
-    ) -> Tensor | None:
-        """The engine's sampling logprobs as [N, T], or None when not given / incomplete. An option that needs them
-        (algo.tis_cap, algo.old_logprobs_source=rollout) fails here with a message naming it."""
-        complete = rollout_logprobs is not None and [len(x) for x in rollout_logprobs] == resp_lens
-        needs = [
-            name
-            for name, on in (
-                (f"algo.tis_cap={self.algo.tis_cap}", self.algo.tis_cap is not None),
-                ("algo.old_logprobs_source=rollout", self.algo.old_logprobs_source == "rollout"),
-            )
-            if on
-        ]
-        if needs and not complete:
-            if rollout_logprobs is None:
-                detail = "none were given"
-            else:
-                row = next(i for i, (x, n) in enumerate(zip(rollout_logprobs, resp_lens)) if len(x) != n)
-                detail = f"completion {row} has {len(rollout_logprobs[row])} for its {resp_lens[row]} tokens"
-            raise ValueError(
-                f"{' and '.join(needs)} needs the rollout engine's per-token sampling logprobs, but {detail}. "
-                "Use an engine that reports them (rollout.engine=vllm or hf both do), or turn the option off."
-            )
-        return response_layout(rollout_logprobs)[0] if complete and rollout_logprobs is not None else None
 
     # ------------------------------------------------------------------------------------------ step
     def train_step(
@@ -227,7 +232,7 @@ class Learner:
                 self.engine.backward(tally.last_loss * step.world)
             if iteration == 0 and max_rollout_gap is not None:
                 gaps = tally.row_gap if step.rollout is not None else None
-                self._check_rollout_gap(gaps, tally.gap_sum, step.real_mask, max_rollout_gap)
+                check_rollout_gap(gaps, tally.gap_sum, step.real_mask, max_rollout_gap)
             if self.clips:
                 self.grad_norm = clip_gradients(self.module, self.cfg.max_grad_norm)
             if iteration == 0:  # the LR of this step's updates
@@ -251,7 +256,9 @@ class Learner:
         _, real_mask = response_layout([[1.0] * k for k in resp_lens])  # [N, T]
         keep = torch.ones(len(sequences), dtype=torch.bool) if loss_mask is None else loss_mask.bool()  # [N]
         response_mask = real_mask & keep.unsqueeze(-1)  # [N, T] the loss tokens
-        rollout_lp = self._checked_rollout_logprobs(rollout_logprobs, resp_lens)  # [N, T] or None
+        rollout_lp = checked_rollout_logprobs(
+            rollout_logprobs, resp_lens, algo.tis_cap, algo.old_logprobs_source
+        )
         # The normaliser of the whole step (all micro-batches, all ranks): exact gradient accumulation.
         local_norm = float(loss_normalizer(response_mask, algo.loss_aggregation, self.max_response_len))
         global_norm = distributed.all_reduce_sum(local_norm)  # every rank joins, even one with no loss rows
@@ -260,7 +267,7 @@ class Learner:
             old_lp = rollout_lp
         elif algo.num_iterations > 1:
             old_lp = self._padded_logprobs(sequences)
-        ref_lp = self._padded_logprobs(sequences, reference=True) if self.ref_model is not None else None
+        ref_lp = self._padded_logprobs(sequences, reference=True) if self.has_reference else None
 
         def moved(values: Tensor | None) -> Tensor | None:
             return None if values is None else values.to(device, non_blocking=True)
@@ -332,44 +339,14 @@ class Learner:
         )
         return out
 
-    @staticmethod
-    def _check_rollout_gap(
-        row_gap: Tensor | None, gap_sum: Tensor, real_mask: Tensor, limit: float | tuple[float, float]
-    ) -> None:
-        """Raise SyncVerificationError when the engine's sampling logprobs and this step's first pass disagree
-        beyond `limit` on any rank: the max |gap| (row_gap [N], each row's max) or the mean |gap| over the rank's
-        real tokens (gap_sum / real_mask.sum(), real_mask [N, T]) above its limit; NaN counts as above.
-        `limit`: a `r1zero.sync.GapLimits` (max, mean), e.g. `RunConfig.sync_limits`, or a bare number that
-        limits the max alone; the decision is `r1zero.sync.gap_violation`. Each rank compares its own mean and
-        the worst rank's counts: one broken engine replica is not averaged away by healthy ones. Every rank
-        joins the reductions (a rank without engine logprobs adds 0), so all of them stop together rather than
-        some waiting in the optimizer step."""
-        from r1zero.sync import SyncVerificationError, as_gap_limits, gap_violation, mismatch_causes
-
-        limits = as_gap_limits(limit)
-        local_max = local_mean = 0.0
-        if row_gap is not None and row_gap.numel():
-            local_max = float(row_gap.nan_to_num(nan=float("inf")).max())
-            local_mean = float(gap_sum.nan_to_num(nan=float("inf"))) / max(1.0, float(real_mask.sum()))
-        worst_max = distributed.all_reduce_max(local_max)
-        worst_mean = distributed.all_reduce_max(local_mean)
-        broken = gap_violation(worst_max, worst_mean, limits)
-        if broken is None:
-            return
-        detail = ""
-        if row_gap is not None and row_gap.numel() and (local_max == worst_max or local_mean == worst_mean):
-            row = int(row_gap.nan_to_num(nan=float("inf")).argmax())
-            detail = f" (this rank: worst in its completion {row}, mean |gap| {local_mean:.4g})"
-        raise SyncVerificationError(
-            f"the rollout engine's sampling logprobs differ from the learner's by {broken} on this step's own "
-            f"tokens{detail}: the engine sampled with other weights than the learner holds. Stopped before the "
-            f"optimizer step. {mismatch_causes(worst_max, mean_broken=worst_max <= limits.max_abs)}"
-        )
-
     # ------------------------------------------------------------------------------------------ weights
     def named_parameters_for_sync(self) -> Iterator[tuple[str, Tensor]]:
-        """Full parameters one at a time (ZeRO-3: gathered per parameter, never the whole model at once)."""
+        """Full parameters one at a time under the model's own names (ZeRO-3: gathered per parameter, never the
+        whole model at once); with adapters, the merged weights (`lora.merged_parameters`)."""
         zero3 = _is_zero3(self.engine)
+        if self.lora:
+            yield from lora.merged_parameters(self.module, zero3=zero3)
+            return
         for name, param in self.module.named_parameters():
             if zero3:
                 import deepspeed
@@ -380,23 +357,46 @@ class Learner:
                 yield name, param.data
 
     def save_pretrained(self, path: str | Path, tokenizer_path: str | None = None) -> None:
-        """Export the policy as a Hugging Face folder (rank 0 writes; loadable by transformers and vLLM)."""
+        """Export the policy as a Hugging Face folder (rank 0 writes; loadable by transformers and vLLM). With
+        adapters: the merged model, and the PEFT adapter folder in path/adapter."""
         path = Path(path)
         writer = distributed.rank() == 0
         state = {}  # rank 0's host copy; the other ranks only join the gathers (ZeRO-3) and keep nothing
         for name, tensor in self.named_parameters_for_sync():
             if writer:
                 state[name] = tensor.detach().to("cpu", copy=True)
+        adapter = lora.adapter_state(self.module, zero3=_is_zero3(self.engine)) if self.lora else None
         if writer:
-            self.module.save_pretrained(path, state_dict=state, safe_serialization=True)
+            base = self.module.get_base_model() if self.lora else self.module
+            base.save_pretrained(path, state_dict=state, safe_serialization=True)
+            if adapter is not None:
+                lora.save_adapter(self.module, adapter, path / "adapter")
             if tokenizer_path is not None:
                 from transformers import AutoTokenizer
 
                 AutoTokenizer.from_pretrained(tokenizer_path).save_pretrained(path)
 
     def save_state(self, directory: str | Path) -> None:
-        """Model + optimizer + scheduler state (DeepSpeed layout or a torch file) under directory/learner."""
-        self.engine.save_checkpoint(str(directory), tag="learner")
+        """Model + optimizer + scheduler state (DeepSpeed layout or a torch file) under directory/learner; with
+        adapters only they are saved of the model (the frozen base is the model folder the run started from)."""
+        self.engine.save_checkpoint(str(directory), tag="learner", exclude_frozen_parameters=self.lora)
 
     def load_state(self, directory: str | Path) -> None:
-        self.engine.load_checkpoint(str(directory), tag="learner")
+        self.engine.load_checkpoint(str(directory), tag="learner", load_module_strict=not self.lora)
+
+    def parameter_metrics(self) -> dict[str, float]:
+        """perf/trainable_params and perf/total_params (with adapters, the adapters and the base + adapters)."""
+        return {
+            "perf/trainable_params": float(self.trainable_params),
+            "perf/total_params": float(self.total_params),
+        }
+
+
+@contextlib.contextmanager
+def _eval_mode(model: Any) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)

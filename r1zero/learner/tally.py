@@ -4,13 +4,14 @@ micro-batches)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from r1zero.algo import MicroBatchLoss
-from r1zero.learner.batching import PackedBatch
+from r1zero.learner.batching import PackedBatch, response_layout
 
 
 @dataclass
@@ -66,3 +67,35 @@ class StepTally:
         parts |= {name: value * weight for name, value in out.metrics.items()}
         for name, value in parts.items():
             self.sums[name] = self.sums.get(name, 0.0) + value
+
+
+def checked_rollout_logprobs(
+    rollout_logprobs: Sequence[Sequence[float]] | None,
+    resp_lens: list[int],
+    tis_cap: float | None,
+    old_logprobs_source: str,
+) -> Tensor | None:
+    """The engine's sampling logprobs as [N, T] (zero-padded), or None when not given / incomplete. An option that
+    needs them (algo.tis_cap set, algo.old_logprobs_source=rollout) fails here with a message naming it.
+    Example: ([[-1.0], [-0.5, -2.0]], [1, 2], None, "policy") -> [[-1.0, 0.0], [-0.5, -2.0]];
+    (None, [1], 2.0, "policy") -> ValueError naming algo.tis_cap=2.0."""
+    complete = rollout_logprobs is not None and [len(x) for x in rollout_logprobs] == resp_lens
+    needs = [
+        name
+        for name, on in (
+            (f"algo.tis_cap={tis_cap}", tis_cap is not None),
+            ("algo.old_logprobs_source=rollout", old_logprobs_source == "rollout"),
+        )
+        if on
+    ]
+    if needs and not complete:
+        if rollout_logprobs is None:
+            detail = "none were given"
+        else:
+            row = next(i for i, (x, n) in enumerate(zip(rollout_logprobs, resp_lens)) if len(x) != n)
+            detail = f"completion {row} has {len(rollout_logprobs[row])} for its {resp_lens[row]} tokens"
+        raise ValueError(
+            f"{' and '.join(needs)} needs the rollout engine's per-token sampling logprobs, but {detail}. "
+            "Use an engine that reports them (rollout.engine=vllm or hf both do), or turn the option off."
+        )
+    return response_layout(rollout_logprobs)[0] if complete and rollout_logprobs is not None else None

@@ -49,6 +49,7 @@ def child_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith(("SLURM_", "SUBMITIT_"))}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    env.setdefault("PYTHONFAULTHANDLER", "1")  # a native abort (SIGABRT) prints every thread's Python stack
     env.update(extra)
     return env
 

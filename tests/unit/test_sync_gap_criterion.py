@@ -1,5 +1,5 @@
 """The sync check's criterion (r1zero.sync.gap_violation, GapLimits) on hand-made gaps: what a bf16 sync looks like
-passes, what a broken sync looks like is caught, also by the per-step check (Learner._check_rollout_gap) on the
+passes, what a broken sync looks like is caught, also by the per-step check (r1zero.sync.check_rollout_gap) on the
 tensors train_step hands it; and the precision-based defaults of RunConfig.sync_limits."""
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from r1zero.config import LearnerConfig, RolloutConfig, RunConfig, SyncConfig
-from r1zero.learner.learner import Learner
-from r1zero.sync import GapLimits, SyncVerificationError, as_gap_limits, gap_violation
+from r1zero.sync import GapLimits, SyncVerificationError, as_gap_limits, check_rollout_gap, gap_violation
 
 BF16 = GapLimits(max_abs=1.0, mean_abs=0.03)  # hand-made limits for the hand-made gaps below
 # RunConfig.sync_limits with a bf16 side (docs/sync_gap.md): the mean decides, no max limit.
@@ -111,21 +110,21 @@ def test_step_check_uses_the_mean_over_the_ranks_real_tokens() -> None:
         SyncVerificationError,
         match=r"by mean 0\.05 > 0\.03 \(max 0\.06\).*before the optimizer.*tied lm_head.*prefix",
     ):
-        Learner._check_rollout_gap(row_gap, gap_sum, mask, BF16)
+        check_rollout_gap(row_gap, gap_sum, mask, BF16)
     # Divided by all 100 slots, padding included, the mean would be 3.0 / 100 = 0.03: the limit, which passes.
-    Learner._check_rollout_gap(row_gap, gap_sum, torch.ones_like(mask), BF16)
+    check_rollout_gap(row_gap, gap_sum, torch.ones_like(mask), BF16)
     # The same gaps under the old bf16 default (max 1.0 alone) pass: what the issue reports.
-    Learner._check_rollout_gap(row_gap, gap_sum, mask, 1.0)
+    check_rollout_gap(row_gap, gap_sum, mask, 1.0)
     # A bf16-like scatter passes the new limits; its one far token is what a max limit would see.
     row_gap, gap_sum, mask = _step_gap_inputs(bf16_like_gaps(), [25] * 4)
-    Learner._check_rollout_gap(row_gap, gap_sum, mask, BF16)
+    check_rollout_gap(row_gap, gap_sum, mask, BF16)
     with pytest.raises(SyncVerificationError, match=r"by max 0\.3 > 0\.1 .*completion 2"):
-        Learner._check_rollout_gap(row_gap, gap_sum, mask, 0.1)
+        check_rollout_gap(row_gap, gap_sum, mask, 0.1)
     # A NaN gap (a NaN logprob on either side) counts as infinitely far, and names its completion.
     gap = bf16_like_gaps()
     gap[3, 0] = float("nan")
     row_gap, gap_sum, mask = _step_gap_inputs(gap, [25] * 4)
     with pytest.raises(SyncVerificationError, match=r"by max inf > 1 .*completion 3"):
-        Learner._check_rollout_gap(row_gap, gap_sum, mask, BF16)
+        check_rollout_gap(row_gap, gap_sum, mask, BF16)
     # No engine logprobs on this rank: nothing to compare, nothing raised.
-    Learner._check_rollout_gap(None, torch.zeros(()), mask, BF16)
+    check_rollout_gap(None, torch.zeros(()), mask, BF16)
