@@ -28,6 +28,9 @@ def main() -> None:
     )
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--alpha", type=float, default=32.0)
+    parser.add_argument(
+        "--targets", nargs="*", default=None, help="learner.lora_target_modules (default: all)"
+    )
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--group-size", type=int, default=4)
     parser.add_argument("--prompt-len", type=int, default=90)
@@ -38,16 +41,17 @@ def main() -> None:
     parser.add_argument("--engine", default="vllm", choices=["vllm", "hf", "none"])
     args = parser.parse_args()
 
+    from r1zero.env import setup_environment
+
+    setup_environment()  # before torch loads: the training loop's OpenMP and allocator settings apply here too
     import torch
 
     from r1zero import distributed
     from r1zero.config import AlgoConfig, LearnerConfig, RolloutConfig
-    from r1zero.env import setup_environment
     from r1zero.learner import lora
     from r1zero.learner.learner import Learner
     from r1zero.models import resolve_model
 
-    setup_environment()
     distributed.init_process_group()
     path = resolve_model(args.model)
     rng = random.Random(0)
@@ -62,8 +66,9 @@ def main() -> None:
 
     def build(rank: int) -> Learner:
         cfg = LearnerConfig(
-            lr=1e-5, micro_batch_size=args.micro_batch_size, lora_rank=rank, lora_alpha=args.alpha
-        )
+            lr=1e-5, micro_batch_size=args.micro_batch_size, lora_rank=rank, lora_alpha=args.alpha,
+            lora_target_modules=args.targets if rank else None,
+        )  # fmt: skip
         return Learner(path, cfg, AlgoConfig(), total_steps=100, max_response_len=args.response_len)
 
     learners = {"full": build(0), f"lora r{args.rank}": build(args.rank)}

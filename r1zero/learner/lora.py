@@ -33,8 +33,8 @@ def merged_weight(weight: Tensor, lora_a: Tensor, lora_b: Tensor, scale: float) 
             f"merged_weight: shapes do not chain: weight {tuple(weight.shape)}, lora_a {tuple(lora_a.shape)}, "
             f"lora_b {tuple(lora_b.shape)}"
         )
-    delta = lora_b.float() @ lora_a.float()  # [out, in]
-    return (weight.float() + scale * delta).to(weight.dtype)
+    # One fused op (weight + scale * B @ A), no [out, in] temporaries: it runs for every adapted layer at each push.
+    return torch.addmm(weight.float(), lora_b.float(), lora_a.float(), alpha=scale).to(weight.dtype)
 
 
 def resolve_targets(requested: Sequence[str] | None, available: Sequence[str]) -> list[str]:

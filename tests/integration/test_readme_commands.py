@@ -87,6 +87,10 @@ COVERAGE: dict[str, str] = {
     "r1zero-bench --models small": "test_bench",
     "r1zero-bench --learning": "test_bench_learning",
     "r1zero-bench --learning --seeds 0,1,2,3": "test_bench_learning_seeds",
+    "r1zero-train experiment=cpu_default_lora": "test_train_cpu_default_lora",
+    "r1zero-train experiment=countdown_qwen2.5_7b_lora": (
+        NOT_HERE + "a GPU recipe (7B); each recipe runs a step on tiny in test_experiments_smoke.py"
+    ),
     "r1zero-train experiment=countdown_qwen2.5_3b": (
         NOT_HERE + "a GPU recipe (Qwen2.5-3B); each recipe runs a step on tiny in test_experiments_smoke.py"
     ),
@@ -251,6 +255,20 @@ def test_train_sh_cpu_default(cpu_run: Path) -> None:
     ]
     assert (cpu_run / "final_model" / "config.json").exists()
     assert json.loads((cpu_run / "summary.json").read_text())["steps_done"] == 1
+
+
+def test_train_cpu_default_lora(tmp_path: Path) -> None:
+    """The CPU default with adapters, on the tiny model: only the adapters train, the final model is merged."""
+    run_dir = tmp_path / "lora"
+    _run(
+        _command("r1zero-train experiment=cpu_default_lora", *SMALL, f"run_dir={run_dir}"),
+        tmp_path / "lora.log",
+    )
+    first = next(r for r in _metrics(run_dir) if "perf/trainable_params" in r)
+    assert 0 < first["perf/trainable_params"] < 0.25 * first["perf/total_params"]  # tiny: 68k of 561k
+    assert first["sync/step_logprob_max_abs_diff"] <= 0.01
+    assert (run_dir / "final_model" / "config.json").exists()
+    assert (run_dir / "final_model" / "adapter" / "adapter_config.json").exists()
 
 
 def test_report_and_eval_of_the_run(cpu_run: Path, tmp_path: Path) -> None:
