@@ -77,9 +77,8 @@ class Learner:
             gradient_checkpointing=cfg.gradient_checkpointing,
             trust_remote_code=trust_remote_code,
         )
-        self.lora = (
-            cfg.lora_rank > 0
-        )  # PEFT adapters train, the base weights stay frozen (r1zero.learner.lora)
+        # LoRA: PEFT adapters train, the base weights stay frozen (r1zero.learner.lora).
+        self.lora = cfg.lora_rank > 0
         if self.lora:
             model = lora.apply_lora(
                 model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
@@ -100,10 +99,10 @@ class Learner:
         if cfg.backend == "torch":
             self.module.to(self.device)
         self.ref_model = None
-        self.has_reference = (
-            algo.kl_coef > 0
-        )  # with adapters: the policy with its adapters off, no second copy
-        if self.has_reference and not self.lora:  # a frozen copy exists only when the KL term is on
+        # The KL term's reference: with adapters, the policy with its adapters off (no second copy); else a frozen
+        # copy, loaded only when the term is on.
+        self.has_reference = algo.kl_coef > 0
+        if self.has_reference and not self.lora:
             ref = load_model(
                 model_path, dtype=dtype, gradient_checkpointing=False, trust_remote_code=trust_remote_code,
                 trainable=False,

@@ -173,3 +173,24 @@ def test_bad_adapter_settings_fail_naming_the_field(tiny_model_path: str) -> Non
     only_v = _learner(tiny_model_path, lora_target_modules=["v_proj"])
     adapted = {n.split(".")[-4] for n, p in only_v.module.named_parameters() if p.requires_grad}
     assert adapted == {"v_proj"}
+
+
+def test_the_sync_check_passes_merged_weights_and_catches_unmerged_ones(tiny_model_path: str) -> None:
+    # The engine holds what the learner pushed: the merged weights score like the adapted learner; the base
+    # weights alone (a push that forgot the adapters) are caught by the same check full fine-tuning uses.
+    from r1zero.config import RolloutConfig
+    from r1zero.rollout.base import build_engine
+    from r1zero.sync import SyncVerificationError, push_weights, verify_sync
+
+    learner = _trained(tiny_model_path)
+    engine = build_engine(tiny_model_path, RolloutConfig(engine="hf", dtype="float32"), seed=0)
+    probe = _sequences(7)
+    push_weights(engine, learner.named_parameters_for_sync(), version=1)
+    assert (
+        verify_sync(engine, learner.logprobs, probe, max_abs_diff=0.01)["sync/max_abs_logprob_diff"] <= 1e-4
+    )
+    base = {n.replace(".base_layer.", "."): p for n, p in learner.module.get_base_model().named_parameters()}
+    push_weights(engine, ((n, p.data) for n, p in base.items() if ".lora_" not in n), version=2)
+    with pytest.raises(SyncVerificationError):
+        verify_sync(engine, learner.logprobs, probe, max_abs_diff=0.01)
+    engine.close()
