@@ -19,6 +19,20 @@ import statistics
 import time
 
 
+def optimizer_state_bytes(optimizer: object) -> int:
+    """Bytes of tensor state the optimizer keeps (AdamW: two moments per trained parameter, plus step counters); a
+    DeepSpeed engine's optimizer wraps the torch one (`.optimizer`), whose state is counted."""
+    import torch
+
+    inner = getattr(optimizer, "optimizer", optimizer)
+    return sum(
+        value.numel() * value.element_size()
+        for per_param in getattr(inner, "state", {}).values()
+        for value in per_param.values()
+        if isinstance(value, torch.Tensor)
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -54,13 +68,16 @@ def main() -> None:
 
     distributed.init_process_group()
     path = resolve_model(args.model)
+    from transformers import AutoConfig
+
+    top = min(5000, AutoConfig.from_pretrained(path).vocab_size - 1)  # random token ids the model has
     rng = random.Random(0)
     sequences = []
     for _ in range(args.prompts):
-        prompt = [rng.randint(10, 5000) for _ in range(args.prompt_len)]
+        prompt = [rng.randint(10, top) for _ in range(args.prompt_len)]
         for _ in range(args.group_size):
             sequences.append(
-                (prompt, [rng.randint(10, 5000) for _ in range(rng.randint(8, args.response_len))])
+                (prompt, [rng.randint(10, top) for _ in range(rng.randint(8, args.response_len))])
             )
     advantages = torch.randn(len(sequences), generator=torch.Generator().manual_seed(0))  # [N]
 
@@ -104,14 +121,14 @@ def main() -> None:
           f"{args.prompt_len}, responses <= {args.response_len} tokens, {args.steps} timed steps, medians")  # fmt: skip
     print(f"{'learner':<14}{'step s':>10}{'trainable':>14}{'total':>14}{'optimizer MiB':>16}")
     base_step = statistics.median(times["full"])
-    base_state = lora.optimizer_state_bytes(learners["full"].engine.optimizer)
+    base_state = optimizer_state_bytes(learners["full"].engine.optimizer)
     for name, learner in learners.items():
-        state = lora.optimizer_state_bytes(learner.engine.optimizer)
+        state = optimizer_state_bytes(learner.engine.optimizer)
         print(f"{name:<14}{statistics.median(times[name]):>10.3f}{learner.trainable_params:>14,}"
               f"{learner.total_params:>14,}{state / 2**20:>16.1f}")  # fmt: skip
     name = f"lora r{args.rank}"
     print(f"LoRA / full: step time {statistics.median(times[name]) / base_step:.2f}x, optimizer state "
-          f"{lora.optimizer_state_bytes(learners[name].engine.optimizer) / base_state:.2%}")  # fmt: skip
+          f"{optimizer_state_bytes(learners[name].engine.optimizer) / base_state:.2%}")  # fmt: skip
     for way, seconds in pushes.items():
         print(f"push, {way:<26}{statistics.median(seconds):>8.3f} s")
 

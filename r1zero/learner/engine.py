@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import types
@@ -195,6 +196,16 @@ def disable_dropout(model: nn.Module) -> None:
         for name in ("attention_dropout", "dropout"):
             if isinstance(getattr(module, name, None), float):
                 setattr(module, name, 0.0)
+
+
+def gathered(params: list[nn.Parameter], zero3: bool) -> contextlib.AbstractContextManager[Any]:
+    """Around a read of `params`' full values: under ZeRO-3 DeepSpeed gathers them from every rank (all ranks must
+    enter together) and frees them again on exit; otherwise nothing to do."""
+    if not zero3:
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
 
 
 def make_adamw(params: list[nn.Parameter], cfg: LearnerConfig) -> torch.optim.AdamW:

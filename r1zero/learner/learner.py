@@ -28,6 +28,7 @@ from r1zero.learner.engine import (
     attach_packed_forward,
     build_engine,
     clip_gradients,
+    gathered,
     learner_clips,
     load_model,
 )
@@ -347,12 +348,7 @@ class Learner:
             yield from lora.merged_parameters(self.module, zero3=zero3)
             return
         for name, param in self.module.named_parameters():
-            if zero3:
-                import deepspeed
-
-                with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
-                    yield name, param.data
-            else:
+            with gathered([param], zero3):
                 yield name, param.data
 
     def save_pretrained(self, path: str | Path, tokenizer_path: str | None = None) -> None:

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from r1zero.learner.engine import gathered
+
 ADAPTER = "default"  # PEFT's name for the one adapter a run trains
 
 
@@ -100,14 +102,6 @@ def _lora_layers(inner: nn.Module) -> dict[str, Any]:
     return {name: module for name, module in inner.named_modules() if isinstance(module, LoraLayer)}
 
 
-def _gathered(params: list[nn.Parameter], zero3: bool) -> contextlib.AbstractContextManager[Any]:
-    if not zero3:
-        return contextlib.nullcontext()
-    import deepspeed
-
-    return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
-
-
 def merged_parameters(model: Any, *, zero3: bool, adapted_only: bool = False) -> Iterator[tuple[str, Tensor]]:
     """(HF name, tensor) of the merged model, one parameter at a time, under the base model's own names (what the
     rollout engines and `save_pretrained` expect): an adapted linear layer's weight is `merged_weight` of its base
@@ -123,7 +117,7 @@ def merged_parameters(model: Any, *, zero3: bool, adapted_only: bool = False) ->
         layer = layers.get(layer_name) if owner.endswith(".base_layer") else None
         if layer is not None and leaf == "weight" and ADAPTER in layer.lora_A:
             lora_a, lora_b = layer.lora_A[ADAPTER].weight, layer.lora_B[ADAPTER].weight
-            with _gathered([param, lora_a, lora_b], zero3):
+            with gathered([param, lora_a, lora_b], zero3):
                 scale = float(layer.scaling[ADAPTER])
                 if getattr(layer, "fan_in_fan_out", False):  # Conv1D-style [in, out] weights (GPT-2)
                     merged = merged_weight(param.data.T, lora_a.data, lora_b.data, scale).T.contiguous()
@@ -131,7 +125,7 @@ def merged_parameters(model: Any, *, zero3: bool, adapted_only: bool = False) ->
                     merged = merged_weight(param.data, lora_a.data, lora_b.data, scale)
                 yield f"{layer_name}.weight", merged
         elif not adapted_only:
-            with _gathered([param], zero3):
+            with gathered([param], zero3):
                 yield name.replace(".base_layer.", "."), param.data
 
 
@@ -140,7 +134,7 @@ def adapter_state(model: Any, *, zero3: bool) -> dict[str, Tensor]:
     state = {}
     for name, param in model.named_parameters():
         if ".lora_" in name:
-            with _gathered([param], zero3):
+            with gathered([param], zero3):
                 state[name] = param.data.detach().to("cpu", copy=True)
     return state
 
@@ -160,16 +154,3 @@ def parameter_counts(model: nn.Module) -> tuple[int, int]:
         total += n
         trainable += n if param.requires_grad else 0
     return trainable, total
-
-
-def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
-    """Bytes of tensor state the optimizer keeps (AdamW: two moments per trained parameter, plus step counters);
-    for a DeepSpeed engine pass its `.optimizer` (the wrapped torch optimizer's state is reached through it)."""
-    inner = getattr(optimizer, "optimizer", optimizer)
-    state = getattr(inner, "state", {})
-    return sum(
-        value.numel() * value.element_size()
-        for per_param in state.values()
-        for value in per_param.values()
-        if isinstance(value, Tensor)
-    )
