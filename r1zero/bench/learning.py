@@ -41,6 +41,7 @@ def r1zero_learning(overrides: list[str], steps: int, workdir: str) -> dict[str,
     evals = [r["eval/accuracy"] for r in rows if "eval/accuracy" in r]
     return {
         "steps": len(step_s), "train_s": sum(step_s), "step_s_median": median(step_s),
+        "rewards": [r["reward/mean"] for r in rows if "reward/mean" in r],
         "model": str(run_dir / "final_model"), "run_eval_first": evals[0] if evals else None,
         "run_eval_last": evals[-1] if evals else None,
     }  # fmt: skip
@@ -69,10 +70,14 @@ def trl_learning(overrides: list[str], seconds: float, workdir: str) -> dict[str
     trainer = GRPOTrainer(**inputs, callbacks=[Budget()])
     trainer.train()
     final = Path(workdir) / "trl_model"
-    trainer.save_model(str(final))
+    model: Any = trainer.model
+    if hasattr(model, "merge_and_unload"):  # LoRA: the evaluation loads a plain model, adapters merged
+        model = model.merge_and_unload()
+    model.save_pretrained(str(final))
     inputs["processing_class"].save_pretrained(str(final))
     steps = int(trainer.state.global_step)
-    return {"steps": steps, "train_s": clock.get("elapsed", 0.0),
+    rewards = [float(h["reward"]) for h in trainer.state.log_history if "reward" in h]  # one per step
+    return {"steps": steps, "train_s": clock.get("elapsed", 0.0), "rewards": rewards,
             "step_s_median": clock.get("elapsed", 0.0) / max(1, steps), "model": str(final)}  # fmt: skip
 
 
@@ -114,31 +119,71 @@ def render_learning(result: dict[str, Any]) -> str:
 
 
 def render_seeds(per_seed: dict[str, dict[str, Any]]) -> str:
-    """One row per seed (each its own prompts and held-out problems) and the mean over the seeds where all
-    three evaluations and both trainers succeeded; per_seed: {seed: a `learning_comparison` result}.
+    """One row per seed (each its own prompts and held-out problems) and the mean ± standard error over the seeds
+    where all three evaluations and both trainers succeeded; per_seed: {seed: a `learning_comparison` result}.
+    The training-reward columns compare the two trainers at equal steps on the same prompts: the mean reward of
+    steps 1..n, n = the fewer steps of the two (TRL's, in the same seconds).
 
-    Example: seeds "0" and "1" with r1zero 0.5 and 0.7 after, TRL 0.6 and 0.4 -> means 60.0% and 50.0%."""
-    head = (
-        "| seed | held-out before | r1zero after | TRL after | r1zero steps | TRL steps | step time vs TRL |"
-    )
-    lines = [head, "|---|---|---|---|---|---|---|"]
+    Example: seeds "0" and "1" with r1zero 0.5 and 0.7 after, TRL 0.6 and 0.4 -> means 60.0% ± 10.0 and
+    50.0% ± 10.0 (the standard error: sample std / sqrt(seeds))."""
+    lines = [
+        "| seed | held-out before | r1zero after | TRL after | r1zero steps | TRL steps | step time vs TRL "
+        "| train reward at equal steps: r1zero | TRL |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     complete: list[tuple[float, float, float, float]] = []  # (before, r1zero after, TRL after, ratio)
+    paired: list[tuple[float, float]] = []  # (r1zero, TRL) training reward at equal steps, complete seeds
     for seed, result in per_seed.items():
         r1, trl = result.get("r1zero", {}), result.get("trl", {})
         accuracy = {k: result.get(k, {}).get("accuracy") for k in ("base", "r1zero_eval", "trl_eval")}
         ratio = r1["step_s_median"] / trl["step_s_median"] if r1.get("ok") and trl.get("ok") else None
+        rewards = equal_step_rewards(r1.get("rewards"), trl.get("rewards"))
+        reward_cells = (
+            "- | -" if rewards is None else f"{rewards[0]:.3f} | {rewards[1]:.3f} (steps 1-{rewards[2]})"
+        )
         lines.append(
             f"| {seed} | {_pct(accuracy['base'])} | {_pct(accuracy['r1zero_eval'])} | {_pct(accuracy['trl_eval'])} | "
-            f"{r1.get('steps', '-')} | {trl.get('steps', '-')} | {'-' if ratio is None else f'{ratio:.2f}x'} |"
+            f"{r1.get('steps', '-')} | {trl.get('steps', '-')} | {'-' if ratio is None else f'{ratio:.2f}x'} | "
+            f"{reward_cells} |"
         )
         if ratio is not None and None not in accuracy.values():
             complete.append((accuracy["base"], accuracy["r1zero_eval"], accuracy["trl_eval"], ratio))
+            if rewards is not None:
+                paired.append(rewards[:2])
     if complete:
-        mean = [sum(column) / len(complete) for column in zip(*complete)]
+        mean = [mean_and_error(list(column)) for column in zip(*complete)]
+        pct = [_with_error(100 * m, None if e is None else 100 * e, 1, "%") for m, e in mean[:3]]
+        reward = [_with_error(*mean_and_error(list(column)), 3) for column in zip(*paired)] or ["-", "-"]
         lines.append(
-            f"| mean of {len(complete)} | {_pct(mean[0])} | {_pct(mean[1])} | {_pct(mean[2])} | | | {mean[3]:.2f}x |"
+            f"| mean ± SE of {len(complete)} | {pct[0]} | {pct[1]} | {pct[2]} | | | {mean[3][0]:.2f}x | "
+            f"{reward[0]} | {reward[1]} |"
         )
     return "\n".join(lines)
+
+
+def equal_step_rewards(
+    r1zero: list[float] | None, trl: list[float] | None
+) -> tuple[float, float, int] | None:
+    """Mean training reward of steps 1..n on each side, n = the shorter run: (r1zero, TRL, n); None without
+    both. Example: [0.1, 0.3, 0.5], [0.2, 0.4] -> (0.2, 0.3, 2)."""
+    n = min(len(r1zero or []), len(trl or []))
+    if not r1zero or not trl:
+        return None
+    return sum(r1zero[:n]) / n, sum(trl[:n]) / n, n
+
+
+def mean_and_error(values: list[float]) -> tuple[float, float | None]:
+    """Mean and standard error (sample std / sqrt(n); None for one value). Example: [0.5, 0.7] -> (0.6, 0.1)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, None
+    variance = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, (variance / n) ** 0.5
+
+
+def _with_error(mean: float, error: float | None, digits: int, unit: str = "") -> str:
+    return f"{mean:.{digits}f}{unit}" + ("" if error is None else f" ± {error:.{digits}f}")
 
 
 def _pct(value: float | None) -> str:

@@ -207,7 +207,8 @@ def time_method(obj: Any, name: str) -> list[float]:
 
 def trl_inputs(cfg: RunConfig, steps: int, *, use_vllm: bool, output_dir: str) -> dict[str, Any]:
     """GRPOTrainer's arguments for `steps` steps of `cfg` (threads and seed set): the model, r1zero's prompts
-    in r1zero's order as the dataset, r1zero's reward, `trl_config`'s settings. The model is loaded here, so
+    in r1zero's order as the dataset, r1zero's reward, `trl_config`'s settings, and with learner.lora_rank > 0
+    the same LoRA adapters (`peft_config`). The model is loaded here, so
     a caller that times the trainer starts its clock after this."""
     import torch
     from datasets import Dataset
@@ -236,10 +237,19 @@ def trl_inputs(cfg: RunConfig, steps: int, *, use_vllm: bool, output_dir: str) -
 
     dataset = Dataset.from_dict({"prompt": [p.text for p in prompts], "row": list(range(len(prompts)))})
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32, attn_implementation="sdpa")
-    return {
+    inputs = {
         "model": model, "reward_funcs": r1zero_reward, "train_dataset": dataset, "processing_class": tokenizer,
         "args": trl_config(cfg, steps=steps, use_vllm=use_vllm, output_dir=output_dir),
     }  # fmt: skip
+    if cfg.learner.lora_rank > 0:  # the same adapters as r1zero's learner (TRL wraps the model with PEFT)
+        from r1zero.learner.lora import lora_config
+
+        lr = cfg.learner
+        inputs["peft_config"] = lora_config(
+            model, rank=lr.lora_rank, alpha=lr.lora_alpha, dropout=lr.lora_dropout,
+            target_modules=lr.lora_target_modules,
+        )  # fmt: skip
+    return inputs
 
 
 def trl_loop(

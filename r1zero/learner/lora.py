@@ -68,25 +68,34 @@ def projection_names(model: Any) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def apply_lora(
+def lora_config(
     model: nn.Module, *, rank: int, alpha: float, dropout: float, target_modules: Sequence[str] | None
 ) -> Any:
-    """`model` wrapped in a PEFT LoRA model: adapters of `rank` on `target_modules` (None: every projection in the
-    decoder layers), scale alpha / rank, B initialised to zero (the wrapped model computes exactly what the base
-    did), every base parameter frozen."""
-    from peft import LoraConfig, get_peft_model
+    """PEFT's LoraConfig for `model`: adapters of `rank` on `target_modules` (None: every projection in the decoder
+    layers), scale alpha / rank, no bias adapters. The one place the adapter settings are spelled out (the learner
+    and the TRL side of r1zero-bench both take it)."""
+    from peft import LoraConfig
 
     if rank < 1:
         raise ValueError(f"learner.lora_rank must be >= 1 to add adapters; got {rank}")
-    targets = resolve_targets(target_modules, projection_names(model))
-    config = LoraConfig(
+    return LoraConfig(
         r=rank,
         lora_alpha=alpha,  # type: ignore[arg-type]  # PEFT annotates int; a float works (scale = alpha / r)
         lora_dropout=dropout,
-        target_modules=targets,
+        target_modules=resolve_targets(target_modules, projection_names(model)),
         bias="none",
         task_type="CAUSAL_LM",
     )
+
+
+def apply_lora(
+    model: nn.Module, *, rank: int, alpha: float, dropout: float, target_modules: Sequence[str] | None
+) -> Any:
+    """`model` wrapped in a PEFT LoRA model (`lora_config`'s adapters), B initialised to zero (the wrapped model
+    computes exactly what the base did), every base parameter frozen."""
+    from peft import get_peft_model
+
+    config = lora_config(model, rank=rank, alpha=alpha, dropout=dropout, target_modules=target_modules)
     return get_peft_model(model, config, adapter_name=ADAPTER)
 
 

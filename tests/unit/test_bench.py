@@ -282,22 +282,32 @@ def test_learning_comparison_runs_every_worker_at_the_seed() -> None:
 def test_render_seeds_rows_and_means_over_complete_seeds() -> None:
     from r1zero.bench.learning import render_seeds
 
-    def seed(before: float, r1: float, trl: float | None, r1_step: float, trl_step: float) -> dict:
+    def seed(
+        before: float, r1: float, trl: float | None, r1_step: float, trl_step: float, rewards: tuple
+    ) -> dict:
         return {
-            "r1zero": {"ok": True, "steps": 60, "step_s_median": r1_step},
-            "trl": {"ok": trl is not None, "steps": 20, "step_s_median": trl_step},
+            "r1zero": {"ok": True, "steps": 60, "step_s_median": r1_step, "rewards": rewards[0]},
+            "trl": {"ok": trl is not None, "steps": 20, "step_s_median": trl_step, "rewards": rewards[1]},
             "base": {"ok": True, "accuracy": before},
             "r1zero_eval": {"ok": True, "accuracy": r1},
             "trl_eval": {"ok": trl is not None, **({} if trl is None else {"accuracy": trl})},
         }
 
-    table = render_seeds({"0": seed(0.25, 0.5, 0.75, 5.0, 20.0), "1": seed(0.25, 0.7, 0.4, 9.0, 20.0),
-                          "2": seed(0.1, 0.9, None, 5.0, 20.0)})  # fmt: skip
+    table = render_seeds({"0": seed(0.25, 0.5, 0.75, 5.0, 20.0, ([0.1, 0.3, 0.5], [0.2, 0.4])),
+                          "1": seed(0.25, 0.7, 0.4, 9.0, 20.0, ([0.5, 0.5, 0.5], [0.1, 0.3])),
+                          "2": seed(0.1, 0.9, None, 5.0, 20.0, ([0.5], None))})  # fmt: skip
     lines = table.splitlines()
-    assert lines[2] == "| 0 | 25.0% | 50.0% | 75.0% | 60 | 20 | 0.25x |"
-    assert lines[3] == "| 1 | 25.0% | 70.0% | 40.0% | 60 | 20 | 0.45x |"
-    assert lines[4] == "| 2 | 10.0% | 90.0% | - | 60 | 20 | - |"  # TRL failed: shown, left out of the means
-    assert lines[5] == "| mean of 2 | 25.0% | 60.0% | 57.5% | | | 0.35x |"
+    # Training rewards at equal steps: steps 1-2, the shorter side's.
+    assert lines[2] == "| 0 | 25.0% | 50.0% | 75.0% | 60 | 20 | 0.25x | 0.200 | 0.300 (steps 1-2) |"
+    assert lines[3] == "| 1 | 25.0% | 70.0% | 40.0% | 60 | 20 | 0.45x | 0.500 | 0.200 (steps 1-2) |"
+    assert (
+        lines[4] == "| 2 | 10.0% | 90.0% | - | 60 | 20 | - | - | - |"
+    )  # TRL failed: shown, left out of the means
+    # Means ± standard errors (std / sqrt(2)) by hand: r1zero (0.5, 0.7) -> 60.0 ± 10.0; TRL (0.75, 0.4) -> 57.5 ±
+    # 17.5; rewards (0.2, 0.5) -> 0.350 ± 0.150 and (0.3, 0.2) -> 0.250 ± 0.050.
+    assert lines[5] == (
+        "| mean ± SE of 2 | 25.0% ± 0.0 | 60.0% ± 10.0 | 57.5% ± 17.5 | | | 0.35x | 0.350 ± 0.150 | 0.250 ± 0.050 |"
+    )
 
 
 def test_learning_with_seeds_writes_one_comparison_per_seed_and_the_means(
@@ -329,4 +339,4 @@ def test_learning_with_seeds_writes_one_comparison_per_seed_and_the_means(
     assert per_seed["5"]["r1zero_eval"]["accuracy"] == 0.7 and per_seed["3"]["trl_eval"]["accuracy"] == 0.75
     printed = capsys.readouterr().out
     assert "seed 3:\n| trainer |" in printed and "seed 5:\n| trainer |" in printed
-    assert "| mean of 2 | 25.0% | 60.0% | 57.5% | | | 0.25x |" in printed
+    assert "| mean ± SE of 2 | 25.0% ± 0.0 | 60.0% ± 10.0 | 57.5% ± 17.5 | | | 0.25x | - | - |" in printed

@@ -44,3 +44,29 @@ def test_trl_config_mirrors_the_run_config(tmp_path: Path, monkeypatch: pytest.M
     assert not args.bf16 and not args.gradient_checkpointing and not args.shuffle_dataset
     with pytest.raises(ValueError, match="token_mean"):
         trl_config(compose_config(["model=tiny", "algo=dr_grpo"]), steps=1, use_vllm=False, output_dir="x")
+
+
+def test_trl_gets_the_learners_lora_adapters(
+    tiny_model_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With learner.lora_rank > 0 the TRL side trains the same adapters (rank, alpha, dropout, targets); without,
+    it fine-tunes every weight as r1zero does."""
+    import torch.distributed as dist
+
+    from r1zero.bench.loops import compose_config, trl_inputs
+
+    if not dist.is_initialized():
+        monkeypatch.delenv("LOCAL_RANK", raising=False)
+    base = ["model=tiny", f"model.name={tiny_model_path}"]
+    cfg = compose_config(
+        [
+            *base,
+            "learner.lora_rank=4",
+            "learner.lora_alpha=8",
+            "learner.lora_target_modules=[up_proj,down_proj]",
+        ]
+    )
+    peft = trl_inputs(cfg, 1, use_vllm=False, output_dir=str(tmp_path))["peft_config"]
+    assert (peft.r, peft.lora_alpha, peft.lora_dropout) == (4, 8.0, 0.0)
+    assert set(peft.target_modules) == {"up_proj", "down_proj"}
+    assert "peft_config" not in trl_inputs(compose_config(base), 1, use_vllm=False, output_dir=str(tmp_path))
