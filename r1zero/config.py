@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from r1zero.sync import GapLimits
+from r1zero.sync_limits import GapLimits
 
 # A choice field's allowed values are the keys of the registry that implements them, so there is one list:
 # (section, field) -> (module, registry). The registries are read at validation time, never at import, so that
@@ -22,7 +21,7 @@ REGISTRY_CHOICES: dict[tuple[str, str], tuple[str, str]] = {
     ("task", "name"): ("r1zero.tasks.registry", "LOADERS"),
     ("task", "template"): ("r1zero.tasks.templates", "TEMPLATES"),
     ("task", "format_kind"): ("r1zero.rewards.registry", "FORMATS"),
-    ("rollout", "engine"): ("r1zero.rollout.base", "ENGINES"),
+    ("rollout", "engine"): ("r1zero.rollout.engines", "ENGINES"),
     ("rollout", "dtype"): ("r1zero.rollout.base", "DTYPES"),
     ("algo", "advantage_normalize"): ("r1zero.algo.advantages", "NORMALIZERS"),
     ("algo", "loss_aggregation"): ("r1zero.algo.losses", "AGGREGATIONS"),
@@ -111,7 +110,7 @@ ENGINE_MEMORY_DEFAULTS: dict[bool, tuple[float, bool]] = {False: (0.35, True), T
 
 @dataclass
 class RolloutConfig:
-    # A key of r1zero.rollout.base.ENGINES: vllm (the real engine) or hf (transformers.generate, for debugging and
+    # A key of r1zero.rollout.engines.ENGINES: vllm (the real engine) or hf (transformers.generate, for debugging and
     # machines without vLLM).
     engine: str = "vllm"
     # Prompts per step (B), over all processes: with W ranks each samples B / W of them (B % W == 0). Each prompt
@@ -576,8 +575,6 @@ class RunConfig:
         """The per-step check's limits (max and mean |logprob gap|): sync.max_abs_logprob_diff and
         sync.mean_abs_logprob_diff, or by precision (see SyncConfig): fp32 max 0.01 and no mean limit; with a
         bf16 side no max limit and mean 0.05."""
-        from r1zero.sync import GapLimits  # imported here: r1zero.sync imports this module
-
         max_abs, mean_abs = self.sync.max_abs_logprob_diff, self.sync.mean_abs_logprob_diff
         if max_abs is None:
             max_abs = 0.01 if self._sync_fp32 else float("inf")

@@ -26,7 +26,8 @@ from r1zero.env import setup_environment
 from r1zero.parts import Scored, score_completions
 from r1zero.passk import maj_at_k, majority_vote, pass_at_k
 from r1zero.rewards.format import extract_answer
-from r1zero.rollout.base import SamplingSettings, build_engine
+from r1zero.rollout.base import SamplingSettings
+from r1zero.rollout.engines import build_engine
 from r1zero.types import Completion, Example, Prompt
 
 log = logging.getLogger("r1zero")

@@ -124,7 +124,7 @@ def open_session(
     from r1zero.logging import build_loggers
     from r1zero.models import resolve_model
     from r1zero.parts import PromptSampler
-    from r1zero.rollout.base import build_engine
+    from r1zero.rollout.engines import build_engine
     from r1zero.sync import push_weights
     from r1zero.tasks.registry import assert_disjoint, load_examples
     from r1zero.tasks.templates import build_prompts

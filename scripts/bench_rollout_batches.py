@@ -43,7 +43,8 @@ def child(setting: str, small_reps: int, large_reps: int) -> dict[str, Any]:
 
     from r1zero.bench.loops import compose_config, step_prompts
     from r1zero.models import resolve_model
-    from r1zero.rollout.base import SamplingSettings, build_engine, tokenize_prompts
+    from r1zero.rollout.base import SamplingSettings, tokenize_prompts
+    from r1zero.rollout.engines import build_engine
 
     cfg = compose_config(["rollout.prompts_per_step=32"])  # the CPU default experiment, 32 prompts drawn
     model_path = resolve_model(cfg.model.name)

@@ -99,7 +99,7 @@ def main() -> None:
 
     pushes: dict[str, list[float]] = {}
     if args.engine != "none":
-        from r1zero.rollout.base import build_engine
+        from r1zero.rollout.engines import build_engine
         from r1zero.sync import push_weights
 
         engine = build_engine(path, RolloutConfig(engine=args.engine, dtype="float32"), seed=0)

@@ -132,7 +132,7 @@ def install_hooks(rec: Recorder, args: argparse.Namespace) -> None:
 
     import r1zero.algo
     import r1zero.collect
-    import r1zero.rollout.base
+    import r1zero.rollout.engines
     import r1zero.sync
     from r1zero.learner.learner import Learner
 
@@ -185,7 +185,7 @@ def install_hooks(rec: Recorder, args: argparse.Namespace) -> None:
 
     r1zero.sync.verify_sync = verify_sync
 
-    orig_build = r1zero.rollout.base.build_engine
+    orig_build = r1zero.rollout.engines.build_engine
 
     def build_engine(model_path: str, cfg: Any, *, seed: int, **kwargs: Any) -> Any:
         if args.block_size:
@@ -198,7 +198,7 @@ def install_hooks(rec: Recorder, args: argparse.Namespace) -> None:
         rec.meta["tied_embeddings"] = bool(getattr(engine, "tied_embeddings", False))
         return engine
 
-    r1zero.rollout.base.build_engine = build_engine
+    r1zero.rollout.engines.build_engine = build_engine
 
     if args.random_advantages:
         orig_adv = r1zero.algo.group_advantages

@@ -136,7 +136,8 @@ def components(overrides: list[str], warmup: int, reps: int, workdir: str) -> di
     from r1zero.algo import group_advantages
     from r1zero.learner.learner import Learner
     from r1zero.models import resolve_model
-    from r1zero.rollout.base import SamplingSettings, build_engine, request_seed, step_seed, tokenize_prompts
+    from r1zero.rollout.base import SamplingSettings, request_seed, step_seed, tokenize_prompts
+    from r1zero.rollout.engines import build_engine
     from r1zero.sync import make_probe, push_weights, verify_sync
     from r1zero.tasks.templates import build_prompts
 

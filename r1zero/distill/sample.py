@@ -238,7 +238,7 @@ def run_sample(cfg: SampleRunConfig, engine: Any = None) -> dict[str, Any]:
 
     from r1zero import distributed
     from r1zero.eval import resolve_eval_model
-    from r1zero.rollout.base import build_engine
+    from r1zero.rollout.engines import build_engine
     from r1zero.tasks.templates import build_prompts
 
     if distributed.world_size() > 1:

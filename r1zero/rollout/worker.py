@@ -98,7 +98,7 @@ def serve_rollouts(
     import torch
 
     from r1zero.models import resolve_model
-    from r1zero.rollout.base import build_engine
+    from r1zero.rollout.engines import build_engine
 
     if cfg.cpu_threads > 0:
         torch.set_num_threads(cfg.cpu_threads)

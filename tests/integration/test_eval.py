@@ -142,7 +142,7 @@ def test_resolve_eval_model_accepts_a_run_directory(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def vllm_engine(tiny_model_path: str) -> Iterator:
     pytest.importorskip("vllm")
-    from r1zero.rollout.base import build_engine
+    from r1zero.rollout.engines import build_engine
 
     engine = build_engine(tiny_model_path, RolloutConfig(engine="vllm", max_new_tokens=8), seed=0)
     yield engine

@@ -182,7 +182,7 @@ def test_the_sync_check_passes_merged_weights_and_catches_unmerged_ones(tiny_mod
     # The engine holds what the learner pushed: the merged weights score like the adapted learner; the base
     # weights alone (a push that forgot the adapters) are caught by the same check full fine-tuning uses.
     from r1zero.config import RolloutConfig
-    from r1zero.rollout.base import build_engine
+    from r1zero.rollout.engines import build_engine
     from r1zero.sync import SyncVerificationError, push_weights, verify_sync
 
     learner = _trained(tiny_model_path)

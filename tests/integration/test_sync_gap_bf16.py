@@ -169,13 +169,13 @@ def test_the_training_loop_stops_a_bf16_run_with_a_stale_tied_head_at_step_2(
     left stale on purpose, the CPU default's batch shape. The tiny model earns no reward, so a k1 KL term
     supplies the gradient (Adam at lr 1e-2 moves every weight by ~1e-2, as above); step 1 samples from the
     weights both sides loaded, its push leaves the head stale, and step 2 stops before its optimizer step."""
-    import r1zero.rollout.base
+    import r1zero.rollout.engines
     from r1zero.distributed import RankFailure
     from r1zero.train import run
 
-    build = r1zero.rollout.base.build_engine
+    build = r1zero.rollout.engines.build_engine
     monkeypatch.setattr(
-        r1zero.rollout.base,
+        r1zero.rollout.engines,
         "build_engine",
         lambda *args, **kwargs: build(*args, **kwargs, fix_tied_embeddings=False),
     )

@@ -20,7 +20,7 @@ import pytest
 pytest.importorskip("reasoning_gym")
 
 from r1zero.config import RunConfig, register_configs, to_run_config
-from r1zero.rollout import base
+from r1zero.rollout import base, engines
 from r1zero.train import CONF_DIR, run
 from r1zero.types import Completion, Prompt
 
@@ -104,9 +104,9 @@ def _compose(run_dir: Path) -> RunConfig:
 def test_reasoning_gym_rewards_come_from_its_verifier(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    vllm_factory = base.ENGINES["vllm"]
+    vllm_factory = engines.ENGINES["vllm"]
     monkeypatch.setitem(
-        base.ENGINES, "scripted", lambda *args, **kwargs: ScriptedAnswers(vllm_factory(*args, **kwargs))
+        engines.ENGINES, "scripted", lambda *args, **kwargs: ScriptedAnswers(vllm_factory(*args, **kwargs))
     )
     cfg = _compose(tmp_path / "run")
     assert cfg.task.format_weight is None  # reasoning_gym's default format weight is 0: reward = correctness

@@ -73,7 +73,9 @@ def world(monkeypatch: pytest.MonkeyPatch):
     serve_rollouts builds that thread's own fake engine."""
     monkeypatch.setattr(dist, "ProcessGroupGloo", NoGroup)
     monkeypatch.setattr("r1zero.models.resolve_model", lambda name: name)
-    monkeypatch.setattr("r1zero.rollout.base.build_engine", lambda *a, **k: threading.current_thread().engine)
+    monkeypatch.setattr(
+        "r1zero.rollout.engines.build_engine", lambda *a, **k: threading.current_thread().engine
+    )
     made: list[Bridge] = []
 
     def make(workers: int, tp: int, timeout_s: float):

@@ -8,10 +8,9 @@ import dataclasses
 import pytest
 
 from r1zero.config import RolloutConfig
-from r1zero.rollout import base
+from r1zero.rollout import engines
 from r1zero.rollout.base import (
     SamplingSettings,
-    build_engine,
     normalize_param_name,
     request_seed,
     step_seed,
@@ -94,13 +93,13 @@ def test_build_engine_dispatches_on_the_registry(monkeypatch: pytest.MonkeyPatch
         made.append((path, cfg.engine, seed, kwargs))
         return "engine"
 
-    monkeypatch.setitem(base.ENGINES, "hf", factory)
-    assert build_engine("/m", RolloutConfig(engine="hf"), seed=3, trust_remote_code=True) == "engine"
+    monkeypatch.setitem(engines.ENGINES, "hf", factory)
+    assert engines.build_engine("/m", RolloutConfig(engine="hf"), seed=3, trust_remote_code=True) == "engine"
     assert made == [("/m", "hf", 3, {"trust_remote_code": True})]
     bad = dataclasses.replace(RolloutConfig(), engine="hf")
     object.__setattr__(bad, "engine", "sglang")  # bypass __post_init__ to reach the registry's own check
     with pytest.raises(ValueError, match=r"rollout\.engine must be one of vllm, hf"):
-        build_engine("/m", bad, seed=0)
+        engines.build_engine("/m", bad, seed=0)
 
 
 def test_importing_rollout_imports_no_backend() -> None:
