@@ -117,17 +117,54 @@ def open_session(
     from transformers import AutoTokenizer
 
     from r1zero import checkpoint as ckpt
-    from r1zero import distributed
     from r1zero.collect import Collector
-    from r1zero.distributed import phase
-    from r1zero.learner.learner import Learner
+    from r1zero.console import quiet_console
+    from r1zero.cost import devices_used
     from r1zero.logging import build_loggers
     from r1zero.models import resolve_model
     from r1zero.parts import PromptSampler
-    from r1zero.rollout.engines import build_engine
-    from r1zero.sync import push_weights
-    from r1zero.tasks.registry import assert_disjoint, load_examples
     from r1zero.tasks.templates import build_prompts
+
+    rank, world, shard = _start_process(cfg, colocated_vllm=cfg.rollout.engine == "vllm" and role is None)
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    latest, meta = _resume_point(cfg, run_dir, rank, world)
+    if rank == 0:
+        ckpt.atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+        _warn_about_this_cpu(cfg, on_gpu=torch.cuda.is_available(), threads=torch.get_num_threads())
+    model_path = resolve_model(cfg.model.name)
+    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cfg.model.trust_remote_code)
+    train_examples, eval_examples = _examples(cfg)
+    learner, engine = _build_models(cfg, model_path, tokenizer, role, bridge, release)
+    sampler = PromptSampler(len(train_examples), seed=cfg.seed)  # the same global batches on every rank
+    resumed = _resume(latest, meta, rank, learner, engine, sampler)
+    loggers = build_loggers(
+        cfg.log, run_dir, asdict(cfg), rank=rank, run_id=resumed.wandb_id,
+        resume_step=resumed.start_step if latest else -1, total_steps=cfg.steps,
+    )  # fmt: skip
+    quiet_console()  # again: DeepSpeed and vLLM installed their loggers while the learner and engine were built
+    gpu = torch.cuda.is_available()
+    processes = world if role is None else role.learners + role.workers
+    devices = cfg.cost.devices or devices_used(gpu, processes, torch.get_num_threads(), os.cpu_count() or 1)
+    collector = Collector(
+        cfg, engine, sampler, train_examples, tokenizer, shard,
+        max_staleness=cfg.roles.max_staleness if role is not None else 0,
+    )  # fmt: skip
+    collector.load_pending(resumed.pending, step=resumed.start_step)  # requests in flight at the checkpoint
+    return Session(
+        cfg=cfg, rank=rank, world=world, shard=shard, run_dir=run_dir, model_path=model_path,
+        eval_prompts=build_prompts(eval_examples, cfg.task, tokenizer), learner=learner, engine=engine,
+        collector=collector, loggers=loggers, start_step=resumed.start_step, history=resumed.history,
+        first_seen=resumed.first_seen, gpu=gpu, devices=devices, mark=started,
+    )  # fmt: skip
+
+
+def _start_process(cfg: RunConfig, *, colocated_vllm: bool) -> tuple[int, int, Any]:
+    """Threads, seed and determinism of this process; its process group. Returns (rank, world size, the data
+    shard this rank samples: `dp.current_shard`, by tensor-parallel replica when it shares a colocated vLLM)."""
+    import torch
+
+    from r1zero import distributed
 
     if cfg.cpu_threads > 0:
         torch.set_num_threads(cfg.cpu_threads)
@@ -137,17 +174,13 @@ def open_session(
     distributed.init_process_group(cfg.dist.timeout_s, cfg.dist.backend)
     rank, world = distributed.rank(), distributed.world_size()
     cfg.check_world_size(world)
-    colocated_vllm = cfg.rollout.engine == "vllm" and role is None
-    shard = dp.current_shard(cfg.rollout.tensor_parallel_size if colocated_vllm else 1)
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    latest, meta = _resume_point(cfg, run_dir, rank, world)
-    if rank == 0:
-        ckpt.atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-        _warn_about_this_cpu(cfg, on_gpu=torch.cuda.is_available(), threads=torch.get_num_threads())
+    return rank, world, dp.current_shard(cfg.rollout.tensor_parallel_size if colocated_vllm else 1)
 
-    model_path = resolve_model(cfg.model.name)
-    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cfg.model.trust_remote_code)
+
+def _examples(cfg: RunConfig) -> tuple[list[Any], list[Any]]:
+    """The task's training examples and its held-out examples (task.num_eval of the test split), checked disjoint."""
+    from r1zero.tasks.registry import assert_disjoint, load_examples
+
     task = cfg.task
     train_examples = load_examples(
         task.name, split="train", n=task.num_train if not task.train_path else None, seed=cfg.seed,
@@ -159,6 +192,18 @@ def open_session(
             task.name, split="test", n=task.num_eval, seed=cfg.seed, path=task.eval_path, **task.kwargs
         )
     assert_disjoint(train_examples, eval_examples)
+    return train_examples, eval_examples
+
+
+def _build_models(
+    cfg: RunConfig, model_path: str, tokenizer: Any, role: Any, bridge: Any, release: list[Callable[[], None]]
+) -> tuple[Any, Any]:
+    """The learner and the rollout engine (colocated: built here; a disaggregated learner rank: the workers
+    behind `RemoteEngine`). The engine's close goes on `release`."""
+    from r1zero.distributed import phase
+    from r1zero.learner.learner import Learner
+    from r1zero.rollout.engines import build_engine
+
     with phase("setup", 0):
         learner = Learner(
             model_path, cfg.learner, cfg.algo, total_steps=cfg.steps, max_response_len=cfg.rollout.max_new_tokens,
@@ -173,43 +218,42 @@ def open_session(
 
             engine = RemoteEngine(role, bridge, tokenizer)
         release.append(engine.close)
-    sampler = PromptSampler(len(train_examples), seed=cfg.seed)  # the same global batches on every rank
+    return learner, engine
 
-    start_step, wandb_id, history, pending = 0, None, {}, {}
-    first_seen = FirstSeenTracker()
-    if latest is not None and meta is not None:
-        with phase("setup", meta["step"]):
-            learner.load_state(latest)
-            ckpt.load_rng_state(latest / f"rng_rank{rank}.pt")
-            extra = meta["extra"]
-            sampler.load_state(extra["sampler"])
-            start_step, wandb_id, history = meta["step"], extra.get("wandb_id"), extra.get("history", {})
-            first_seen.load_state_dict(extra.get("first_seen", {}))
-            pending = extra.get("pending_rounds", {})
-            push_weights(engine, learner.named_parameters_for_sync(), version=start_step)
-        log.info("resumed from %s (step %d)", latest, start_step)
-    loggers = build_loggers(
-        cfg.log, run_dir, asdict(cfg), rank=rank, run_id=wandb_id, resume_step=start_step if latest else -1,
-        total_steps=cfg.steps,
-    )  # fmt: skip
-    from r1zero.console import quiet_console
-    from r1zero.cost import devices_used
 
-    quiet_console()  # again: DeepSpeed and vLLM installed their loggers while the learner and engine were built
-    gpu = torch.cuda.is_available()
-    processes = world if role is None else role.learners + role.workers
-    devices = cfg.cost.devices or devices_used(gpu, processes, torch.get_num_threads(), os.cpu_count() or 1)
-    collector = Collector(
-        cfg, engine, sampler, train_examples, tokenizer, shard,
-        max_staleness=cfg.roles.max_staleness if role is not None else 0,
-    )  # fmt: skip
-    collector.load_pending(pending, step=start_step)  # requests in flight at the checkpoint: sent again
-    return Session(
-        cfg=cfg, rank=rank, world=world, shard=shard, run_dir=run_dir, model_path=model_path,
-        eval_prompts=build_prompts(eval_examples, task, tokenizer), learner=learner, engine=engine,
-        collector=collector, loggers=loggers,
-        start_step=start_step, history=history, first_seen=first_seen, gpu=gpu, devices=devices, mark=started,
-    )  # fmt: skip
+@dataclass
+class Resumed:
+    """Where a run picks up: the step, the W&B run id, history, aha first-seen steps, requests in flight."""
+
+    start_step: int = 0
+    wandb_id: str | None = None
+    history: dict[str, Any] = field(default_factory=dict)
+    first_seen: FirstSeenTracker = field(default_factory=FirstSeenTracker)
+    pending: dict[str, Any] = field(default_factory=dict)
+
+
+def _resume(latest: Path | None, meta: dict[str, Any] | None, rank: int, learner: Any, engine: Any,
+            sampler: Any) -> Resumed:  # fmt: skip
+    """Load the checkpoint `latest` (None: a fresh run): model, optimizer and scheduler, this rank's RNG, the data
+    position; push the loaded weights into the engine."""
+    from r1zero import checkpoint as ckpt
+    from r1zero.distributed import phase
+    from r1zero.sync import push_weights
+
+    resumed = Resumed()
+    if latest is None or meta is None:
+        return resumed
+    with phase("setup", meta["step"]):
+        learner.load_state(latest)
+        ckpt.load_rng_state(latest / f"rng_rank{rank}.pt")
+        extra = meta["extra"]
+        sampler.load_state(extra["sampler"])
+        resumed = Resumed(meta["step"], extra.get("wandb_id"), extra.get("history", {}), FirstSeenTracker(),
+                          extra.get("pending_rounds", {}))  # fmt: skip
+        resumed.first_seen.load_state_dict(extra.get("first_seen", {}))
+        push_weights(engine, learner.named_parameters_for_sync(), version=resumed.start_step)
+    log.info("resumed from %s (step %d)", latest, resumed.start_step)
+    return resumed
 
 
 def save_checkpoint(session: Session, step: int) -> None:

@@ -30,6 +30,8 @@ from r1zero.console import quiet_console
 from r1zero.env import setup_environment
 
 if TYPE_CHECKING:
+    from r1zero.collect import StepSamples
+    from r1zero.parts import PhaseTimer
     from r1zero.session import Session
 
 log = logging.getLogger("r1zero")
@@ -131,22 +133,38 @@ def train_step(session: Session, step: int, stop_requested: bool) -> bool:
     Returns True when any rank asked to stop (all ranks then stop after this same step)."""
     from r1zero import dp
     from r1zero.distributed import phase
-    from r1zero.parts import PhaseTimer, sample_rows
-    from r1zero.rollout.remote import naming_the_workers
-    from r1zero.session import evaluate
-    from r1zero.sync import make_probe, push_weights, verify_sync
+    from r1zero.parts import PhaseTimer
 
-    cfg, learner, engine = session.cfg, session.learner, session.engine
     timer = PhaseTimer()
     samples = session.collector.collect(
         step, timer
     )  # generated, scored, (dynamic sampling) filtered: the batch
     metrics = samples.metrics
     session.first_seen.update(step, metrics)
-    own: dict[str, float] = {}  # this rank's scalars, combined over ranks below
-    # Samples drawn with older weights (disaggregated, max_staleness >= 1) differ from the learner's by the
-    # policy's own change, not by a sync fault: their gap is logged as the off-policy gap, not checked.
-    on_policy = metrics["rollout/policy_version_lag_max"] == 0
+    own = learn(session, step, samples, timer)  # this rank's scalars, combined over ranks below
+    own |= sync_weights(session, step, samples, timer)
+    own |= timer.metrics()
+    with phase("metrics", step):
+        loss_tokens = sum(len(c.token_ids) for c, k in zip(samples.own, samples.own_keep) if k)
+        combined, stop_now = dp.reduce_rank_metrics(own, loss_tokens, stop_requested)
+    metrics |= combined  # (perf/rollout_tokens_per_s came with the samples: collect.rollout_rate_metrics)
+    metrics["train/step"] = float(step)
+    if step == session.start_step + 1:  # the run's (or resume's) first row says what trains
+        metrics |= session.learner.parameter_metrics()
+    record_step(session, step, samples, metrics)
+    return stop_now
+
+
+def learn(session: Session, step: int, samples: StepSamples, timer: PhaseTimer) -> dict[str, float]:
+    """The learner's step on this rank's samples (the engine asleep meanwhile); its loss/* and sync/step_* scalars.
+    Samples drawn with older weights (disaggregated, max_staleness >= 1) differ from the learner's by the policy's
+    own change, not by a sync fault: their gap is logged as the off-policy gap, not checked."""
+    from r1zero.distributed import phase
+    from r1zero.rollout.remote import naming_the_workers
+
+    cfg, learner, engine = session.cfg, session.learner, session.engine
+    own: dict[str, float] = {}
+    on_policy = samples.metrics["rollout/policy_version_lag_max"] == 0
     with timer("learner"), phase("learner", step), naming_the_workers(engine, step - 1):
         engine.sleep()
         if bool(samples.keep.any()):  # global, so that every rank takes part in the step's collectives
@@ -163,6 +181,18 @@ def train_step(session: Session, step: int, stop_requested: bool) -> bool:
                     if value is not None:
                         own[f"rollout/offpolicy_logprob_{stat}_abs_diff"] = value
         engine.wake()
+    return own
+
+
+def sync_weights(session: Session, step: int, samples: StepSamples, timer: PhaseTimer) -> dict[str, float]:
+    """Push the learner's new weights into the engine; verify them on a probe at the run's first and last steps
+    and every sync.verify_every steps. Returns sync/* scalars."""
+    from r1zero.distributed import phase
+    from r1zero.rollout.remote import naming_the_workers
+    from r1zero.sync import make_probe, push_weights, verify_sync
+
+    cfg, learner, engine = session.cfg, session.learner, session.engine
+    own: dict[str, float] = {}
     with timer("sync"), phase("sync", step), naming_the_workers(engine, step):
         own["sync/push_s"] = push_weights(engine, learner.named_parameters_for_sync(), version=step)
         if cfg.sync.verify and (
@@ -170,17 +200,18 @@ def train_step(session: Session, step: int, stop_requested: bool) -> bool:
         ):
             probe = make_probe(samples.generated, cfg.sync.probe_size)  # the same on a replica's tp ranks
             own |= verify_sync(engine, learner.logprobs, probe, max_abs_diff=cfg.sync_threshold)
-    own |= timer.metrics()
-    with phase("metrics", step):
-        loss_tokens = sum(len(c.token_ids) for c, k in zip(samples.own, samples.own_keep) if k)
-        combined, stop_now = dp.reduce_rank_metrics(own, loss_tokens, stop_requested)
-    metrics |= combined  # (perf/rollout_tokens_per_s came with the samples: collect.rollout_rate_metrics)
-    metrics["train/step"] = float(step)
-    if step == session.start_step + 1:  # the run's (or resume's) first row says what trains
-        metrics |= learner.parameter_metrics()
-    history = session.history
-    from r1zero.cost import accumulate
+    return own
 
+
+def record_step(session: Session, step: int, samples: StepSamples, metrics: dict[str, float]) -> None:
+    """The step's bookkeeping: cost totals, reward windows, the evaluation when due, the metrics row and, every
+    log.samples_every steps, the samples table."""
+    from r1zero.cost import accumulate
+    from r1zero.distributed import phase
+    from r1zero.parts import sample_rows
+    from r1zero.session import evaluate
+
+    cfg, history = session.cfg, session.history
     phases = {
         name: metrics[f"perf/{name}_s"]
         for name in ("rollout", "reward", "learner", "sync")
@@ -200,7 +231,6 @@ def train_step(session: Session, step: int, stop_requested: bool) -> bool:
     if cfg.log.samples_every > 0 and step % cfg.log.samples_every == 0:
         rows = sample_rows(samples.prompts, samples.completions, samples.scored, cfg.log.num_samples)
         session.loggers.log_samples(rows, step=step)
-    return stop_now
 
 
 REWARD_WINDOW = 10  # steps averaged at each end of a run for its "first -> last" train reward
