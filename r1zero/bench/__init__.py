@@ -3,8 +3,8 @@
     r1zero-bench                      # tiny and small, ~8 min on 2 CPU cores; writes bench_results.json
     r1zero-bench --quick              # small only, one round, fewer repetitions, TRL's vLLM not tried (~3 min)
     r1zero-bench --models small --reps 8 --override rollout.max_new_tokens=64
-    r1zero-bench --learning           # time to accuracy: the CPU default run vs TRL for the same seconds (~20 min)
-    r1zero-bench --learning --seeds 0,1,2,3   # the same for 4 seeds, and the means (~80 min)
+    r1zero-bench --learning           # time to accuracy: the CPU default run vs TRL for the same seconds (~14 min)
+    r1zero-bench --learning --seeds 0,1,2,3   # the same for 4 seeds, and the means (~55 min)
 
 Every measurement runs in its own fresh process (r1zero.bench.worker), one after the other: r1zero's loop and
 TRL's GRPOTrainer, alternating for `--rounds` rounds, then r1zero's phases against raw references

@@ -2,9 +2,9 @@
 prompts with the same settings for the same training seconds; then both models answer the same held-out
 problems, greedy, through the same evaluation (`r1zero.eval.run_eval`).
 
-    r1zero-bench --learning                       # the CPU default run (60 steps) against TRL: ~20 min, 2 cores
+    r1zero-bench --learning                       # the CPU default run (60 steps) against TRL: ~14 min, 2 cores
     r1zero-bench --learning --seeds 0,1,2,3       # the same comparison for each seed (its own prompts, its own
-                                                  # held-out problems), then the means: ~80 min
+                                                  # held-out problems), then the means: ~55 min
 
 r1zero trains first for `--learning-steps` steps. Its training seconds (the sum of its step times, evaluation and
 start-up excluded) become TRL's budget. TRL stops at the first step end past the budget (start-up excluded too).

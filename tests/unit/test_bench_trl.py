@@ -49,8 +49,8 @@ def test_trl_config_mirrors_the_run_config(tmp_path: Path, monkeypatch: pytest.M
 def test_trl_gets_the_learners_lora_adapters(
     tiny_model_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With learner.lora_rank > 0 the TRL side trains the same adapters (rank, alpha, dropout, targets); without,
-    it fine-tunes every weight as r1zero does."""
+    """With learner.lora_rank > 0 (the CPU default's) the TRL side trains the same adapters (rank, alpha, dropout,
+    targets); with 0 it fine-tunes every weight as r1zero does."""
     import torch.distributed as dist
 
     from r1zero.bench.loops import compose_config, trl_inputs
@@ -69,4 +69,5 @@ def test_trl_gets_the_learners_lora_adapters(
     peft = trl_inputs(cfg, 1, use_vllm=False, output_dir=str(tmp_path))["peft_config"]
     assert (peft.r, peft.lora_alpha, peft.lora_dropout) == (4, 8.0, 0.0)
     assert set(peft.target_modules) == {"up_proj", "down_proj"}
-    assert "peft_config" not in trl_inputs(compose_config(base), 1, use_vllm=False, output_dir=str(tmp_path))
+    full = compose_config([*base, "learner.lora_rank=0"])
+    assert "peft_config" not in trl_inputs(full, 1, use_vllm=False, output_dir=str(tmp_path))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -162,3 +163,30 @@ def test_gpu_recipes_state_their_memory_and_where_it_is_derived(name: str) -> No
     assert "GPU memory: ~" in header and "docs/gpu_memory.md" in header, name
     doc = (CONF.parent / "docs" / "gpu_memory.md").read_text()
     assert f"| {name} |" in doc, f"docs/gpu_memory.md has no row for {name}"
+
+
+def test_cpu_default_trains_adapters_and_its_variants_say_what_they_change() -> None:
+    """The CPU default trains rank-16 adapters on the MLP projections at lr 1e-4 (issue #32); cpu_default_lora is
+    the same run under issue #31's name; cpu_default_full fine-tunes every weight at lr 1e-5 and changes nothing
+    else."""
+    from dataclasses import asdict
+
+    default = to_run_config(_compose())
+    assert default.experiment == "cpu_default"
+    assert (default.learner.lora_rank, default.learner.lora_alpha, default.learner.lr) == (16, 32.0, 1e-4)
+    assert default.learner.lora_target_modules == ["gate_proj", "up_proj", "down_proj"]
+    assert (default.steps, default.rollout.prompts_per_step, default.rollout.group_size) == (60, 4, 4)
+
+    def differences(other: RunConfig) -> dict[str, Any]:
+        mine, theirs = asdict(default), asdict(other)
+        out = {k: theirs[k] for k in mine if k not in ("learner", "run_dir") and mine[k] != theirs[k]}
+        out |= {f"learner.{k}": v for k, v in theirs["learner"].items() if mine["learner"][k] != v}
+        return out
+
+    assert differences(to_run_config(_compose("experiment=cpu_default_lora"))) == {
+        "experiment": "cpu_default_lora"
+    }
+    assert differences(to_run_config(_compose("experiment=cpu_default_full"))) == {
+        "experiment": "cpu_default_full", "learner.lr": 1e-5, "learner.lora_rank": 0,
+        "learner.lora_target_modules": None,
+    }  # fmt: skip
