@@ -166,7 +166,8 @@ def test_the_training_loop_stops_a_bf16_run_with_a_stale_tied_head_at_step_2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The real loop (r1zero.train.run) applies RunConfig.sync_limits: tiny in bf16 on both sides, the tied head
-    left stale on purpose, the CPU default's batch shape. The tiny model earns no reward, so a k1 KL term
+    left stale on purpose, the CPU default's batch shape, full fine-tuning (the CPU default's adapters leave the
+    head frozen, so a stale head would be no fault). The tiny model earns no reward, so a k1 KL term
     supplies the gradient (Adam at lr 1e-2 moves every weight by ~1e-2, as above); step 1 samples from the
     weights both sides loaded, its push leaves the head stale, and step 2 stops before its optimizer step."""
     import r1zero.rollout.engines
@@ -180,7 +181,7 @@ def test_the_training_loop_stops_a_bf16_run_with_a_stale_tied_head_at_step_2(
         lambda *args, **kwargs: build(*args, **kwargs, fix_tied_embeddings=False),
     )
     overrides = [
-        "model=tiny", "rollout.dtype=bfloat16", "learner.precision=bf16", f"learner.lr={LR}",
+        "model=tiny", "rollout.dtype=bfloat16", "learner.precision=bf16", f"learner.lr={LR}", "learner.lora_rank=0",
         "algo.kl_coef=0.1", "algo.kl_kind=k1", "steps=4", "task.num_eval=4", "eval.at_start_and_end=false",
         "checkpoint.every=0", "checkpoint.save_final_model=false", f"run_dir={tmp_path}",
     ]  # fmt: skip
