@@ -72,13 +72,6 @@ COVERAGE: dict[str, str] = {
         + "a GPU box's check (the small model, 256-token samples); --quick runs the same steps on CPU: "
         "tests/integration/test_gpu_smoke.py"
     ),
-    "bash scripts/coldstart_cpu.sh": (
-        NOT_HERE
-        + "its stages, on SmolLM2 (~8 min: README's measured row); each stage runs in test_distill_chain"
-    ),
-    "bash scripts/distill_cpu_demo.sh /tmp/meas/new /tmp/distill 1": (
-        NOT_HERE + "the measured demo run (README table); each stage runs in test_distill_chain"
-    ),
     "bash scripts/distill_cpu_demo.sh runs/arithmetic-smollm2-135m-seed0": (
         NOT_HERE
         + "its stages, on SmolLM2 (~12 min: README's measured table); each stage runs in test_distill_chain"
