@@ -226,7 +226,7 @@ def load_eval_examples(cfg: EvalRunConfig) -> list[Example]:
     The training split is loaded exactly as `r1zero-train` loads it (same task settings and seed). With exactly
     one of task.train_path / task.eval_path set, the run's training data is not known here: a warning, no check.
     """
-    from r1zero.tasks.registry import assert_disjoint, load_examples
+    from r1zero.tasks.registry import assert_disjoint, load_examples, training_examples
 
     task = cfg.task
     n = cfg.num_problems or task.num_eval
@@ -234,11 +234,7 @@ def load_eval_examples(cfg: EvalRunConfig) -> list[Example]:
     examples = load_examples(task.name, split=cfg.split, n=n, seed=cfg.seed, path=path, **task.kwargs)
     if cfg.split == "test" and cfg.check_disjoint:
         if (task.train_path is None) == (task.eval_path is None):
-            train = load_examples(
-                task.name, split="train", n=task.num_train if not task.train_path else None, seed=cfg.seed,
-                path=task.train_path, **task.kwargs,
-            )  # fmt: skip
-            assert_disjoint(train, examples)
+            assert_disjoint(training_examples(task, cfg.seed), examples)
         else:
             log.warning("only one of task.train_path / task.eval_path is set: train/test overlap not checked")
     return examples

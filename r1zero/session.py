@@ -179,13 +179,10 @@ def _start_process(cfg: RunConfig, *, colocated_vllm: bool) -> tuple[int, int, A
 
 def _examples(cfg: RunConfig) -> tuple[list[Any], list[Any]]:
     """The task's training examples and its held-out examples (task.num_eval of the test split), checked disjoint."""
-    from r1zero.tasks.registry import assert_disjoint, load_examples
+    from r1zero.tasks.registry import assert_disjoint, load_examples, training_examples
 
     task = cfg.task
-    train_examples = load_examples(
-        task.name, split="train", n=task.num_train if not task.train_path else None, seed=cfg.seed,
-        path=task.train_path, **task.kwargs,
-    )  # fmt: skip
+    train_examples = training_examples(task, cfg.seed)
     eval_examples = []
     if task.num_eval > 0:
         eval_examples = load_examples(

@@ -166,9 +166,9 @@ def equal_step_rewards(
 ) -> tuple[float, float, int] | None:
     """Mean training reward of steps 1..n on each side, n = the shorter run: (r1zero, TRL, n); None without
     both. Example: [0.1, 0.3, 0.5], [0.2, 0.4] -> (0.2, 0.3, 2)."""
-    n = min(len(r1zero or []), len(trl or []))
     if not r1zero or not trl:
         return None
+    n = min(len(r1zero), len(trl))
     return sum(r1zero[:n]) / n, sum(trl[:n]) / n, n
 
 

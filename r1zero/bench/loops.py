@@ -64,14 +64,10 @@ def peak_gpu_mib() -> float | None:
 def step_prompts(cfg: RunConfig, tokenizer: Any, steps: int) -> list[list[Any]]:
     """The prompts of steps 1..steps, exactly as `r1zero.train.run` draws them: [steps][B] `Prompt`s."""
     from r1zero.parts import PromptSampler
-    from r1zero.tasks.registry import load_examples
+    from r1zero.tasks.registry import training_examples
     from r1zero.tasks.templates import build_prompts
 
-    task = cfg.task
-    examples = load_examples(
-        task.name, split="train", n=task.num_train if not task.train_path else None, seed=cfg.seed,
-        path=task.train_path, **task.kwargs,
-    )  # fmt: skip
+    examples = training_examples(cfg.task, cfg.seed)
     sampler = PromptSampler(len(examples), seed=cfg.seed)
     B = cfg.rollout.prompts_per_step
     return [build_prompts([examples[i] for i in sampler.next(B)], cfg.task, tokenizer) for _ in range(steps)]

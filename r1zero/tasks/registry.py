@@ -8,10 +8,14 @@ checks any pair of example lists by question text.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from r1zero.tasks import arithmetic, countdown, gsm8k, math, reasoning_gym
 from r1zero.tasks.splits import assert_disjoint
 from r1zero.types import Example
+
+if TYPE_CHECKING:
+    from r1zero.config import TaskConfig
 
 LOADERS: dict[str, Callable[..., list[Example]]] = {
     "countdown": countdown.load,
@@ -22,7 +26,7 @@ LOADERS: dict[str, Callable[..., list[Example]]] = {
 }
 TASKS: tuple[str, ...] = tuple(LOADERS)
 
-__all__ = ["LOADERS", "TASKS", "assert_disjoint", "load_examples"]
+__all__ = ["LOADERS", "TASKS", "assert_disjoint", "load_examples", "training_examples"]
 
 
 def load_examples(
@@ -37,3 +41,12 @@ def load_examples(
     if task not in LOADERS:
         raise ValueError(f"unknown task {task!r}; known tasks: {list(TASKS)}")
     return LOADERS[task](split, n, seed, path=path, **task_kwargs)
+
+
+def training_examples(task: TaskConfig, seed: int) -> list[Example]:
+    """A run's training examples, the same wherever they are drawn (the training loop, the held-out overlap check,
+    the benchmark's prompts): task.num_train generated at `seed`, or every row of task.train_path."""
+    return load_examples(
+        task.name, split="train", n=task.num_train if not task.train_path else None, seed=seed,
+        path=task.train_path, **task.kwargs,
+    )  # fmt: skip
