@@ -147,7 +147,7 @@ class RolloutConfig:
     # default: small decode batches are bound by kernel launches without graphs). false on CPU compiles with
     # Dynamo + Inductor: decode passes faster, start slower. CPU default run, 2 cores: generate ~10-15% faster,
     # engine start 23-28 s instead of 8-11 s with Inductor's cache warm, ~60 s the first time
-    # (scripts/profile_rollout.py). Weight pushes reach the compiled model on both paths
+    # (docs/performance.md). Weight pushes reach the compiled model on both paths
     # (tests/integration/test_sync_vllm.py, CPU).
     enforce_eager: bool | None = None
 

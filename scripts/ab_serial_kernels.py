@@ -39,11 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     setup_environment()
     import torch
 
-    from r1zero.bench.loops import compose_config, step_prompts
     from r1zero.models import resolve_model
     from r1zero.rollout.base import SamplingSettings, step_seed
     from r1zero.rollout.serial_kernels import restore_kernels, serialize_small_kernels
     from r1zero.rollout.vllm_engine import VLLMEngine
+    from r1zero_bench.loops import compose_config, step_prompts
 
     cfg = compose_config(args.overrides)
     torch.set_num_threads(cfg.cpu_threads if cfg.cpu_threads > 0 else os.cpu_count() or 1)

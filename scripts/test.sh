@@ -13,7 +13,7 @@ echo "[test] ruff"
 "$PY" -m ruff check .
 "$PY" -m ruff format --check .
 echo "[test] mypy"
-"$PY" -m mypy r1zero
+"$PY" -m mypy r1zero r1zero_bench
 t2=$(date +%s)
 echo "[test] pytest"
 set +e

@@ -210,7 +210,7 @@ def test_smollm2_f16_in_transformers_and_llamacpp(tmp_path: Path) -> None:
     server = llamacpp.load(path, threads=2)
     banned, eos = banned_ids(tokenizer), tokenizer.eos_token_id
     # 30 layers add up more rounding than the tiny models' 2: measured max |dlogprob| 0.0043 (F16) and 0.0059
-    # (F32) over 8 chat replies of 32 tokens (scripts/gguf_agreement.py); limit ~3x that.
+    # (F32) over 8 chat replies of 32 tokens (docs/local.md); limit ~3x that.
     tol = 0.02
     for prompt in ["The capital of France is", "def fibonacci(n):", prompt_ids]:
         ids = tokenizer(prompt).input_ids if isinstance(prompt, str) else prompt

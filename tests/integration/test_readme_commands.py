@@ -179,10 +179,10 @@ def test_big_batch_is_more_than_one_pass(task: str) -> None:
     """The step's prompts, built as training builds them, hold more tokens than one vLLM pass."""
     from transformers import AutoTokenizer
 
-    from r1zero.bench.loops import compose_config, step_prompts
     from r1zero.models import build_preset
     from r1zero.rollout.base import tokenize_prompts
     from r1zero.rollout.vllm_engine import CPU_MAX_NUM_BATCHED_TOKENS
+    from r1zero_bench.loops import compose_config, step_prompts
 
     cfg = compose_config(["model=tiny", f"task={task}", *BIG_BATCH])
     tokenizer = AutoTokenizer.from_pretrained(str(build_preset("tiny")))

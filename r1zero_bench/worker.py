@@ -1,4 +1,4 @@
-"""One measurement in a fresh process: `python -m r1zero.bench.worker SPEC.json OUT.json`.
+"""One measurement in a fresh process: `python -m r1zero_bench.worker SPEC.json OUT.json`.
 
 A fresh process per measurement keeps them apart (vLLM and DeepSpeed hold process-wide state; TRL's own vLLM
 attempt may leave it broken) and makes peak RSS per measurement meaningful. SPEC: {"kind": ..., kwargs}.
@@ -13,7 +13,7 @@ from typing import Any
 
 
 def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
-    from r1zero.bench import components, learning, loops
+    from r1zero_bench import components, learning, loops
 
     kind = spec.pop("kind")
     workers = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from r1zero.bench.stats import (
+from r1zero_bench.stats import (
     TARGETS,
     ModelShape,
     check_targets,

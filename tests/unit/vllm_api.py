@@ -8,7 +8,7 @@ CUDA wheel checks on a CPU machine). tests/unit/test_vllm_api.py runs it on the 
 official release the GPU image pins. To try another release before moving the pin:
 
     pip download --no-deps --only-binary=:all: vllm==X -d /tmp/w
-    python -m r1zero.rollout.vllm_api /tmp/w/vllm-X-*.whl
+    python tests/unit/vllm_api.py /tmp/w/vllm-X-*.whl
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from r1zero.rollout.vllm_source import VllmSource, names_own_logger
+from vllm_source import VllmSource, names_own_logger
 
 
 @dataclass(frozen=True)
@@ -150,10 +150,6 @@ USES: tuple[Use, ...] = (
     # -- small CPU kernels on the calling thread (serial_kernels.serialize_small_kernels, eager CPU engines)
     Call("vllm._custom_ops.rotary_embedding", positional=6, used_by="serial_kernels"),
     Call("vllm._custom_ops.cpu_attn_reshape_and_cache", positional=6, used_by="serial_kernels"),
-    # -- each pass's matrix products replayed alone (scripts/profile_rollout.py, linear_products)
-    *(Attr("vllm.model_executor.layers.linear.LinearBase", a, "linear_products")
-      for a in ("quant_method", "input_size")),
-    Call("vllm.model_executor.layers.linear.UnquantizedLinearMethod.apply", positional=3, used_by="linear_products"),
     # -- memory and shutdown (sleep, wake, close)
     Call(f"{LLM}.sleep", ("level",), used_by="sleep"),
     Call(f"{LLM}.wake_up", ("tags",), used_by="wake"),  # tags=["weights"] / ["kv_cache"] after a level-2 sleep
@@ -188,7 +184,7 @@ def check(source: VllmSource, uses: tuple[Use, ...] = USES) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m r1zero.rollout.vllm_api [SOURCE...]: a wheel or package folder (default: the installed vllm)."""
+    """python tests/unit/vllm_api.py [SOURCE...]: a wheel or package folder (default: the installed vllm)."""
     paths = (sys.argv[1:] if argv is None else argv) or []
     if not paths:
         spec = importlib.util.find_spec("vllm")

@@ -23,7 +23,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-from r1zero.bench.loops import compose_config, trl_inputs
+from r1zero_bench.loops import compose_config, trl_inputs
 
 
 def r1zero_learning(overrides: list[str], steps: int, workdir: str) -> dict[str, Any]:

@@ -5,10 +5,11 @@
     r1zero-bench --models small --reps 8 --override rollout.max_new_tokens=64
     r1zero-bench --learning           # time to accuracy: the CPU default run vs TRL for the same seconds (~14 min)
     r1zero-bench --learning --seeds 0,1,2,3   # the same for 4 seeds, and the means (~55 min)
+    r1zero-bench --roles              # colocated vs disaggregated training, 12 steps per mode (r1zero_bench.roles)
 
-Every measurement runs in its own fresh process (r1zero.bench.worker), one after the other: r1zero's loop and
+Every measurement runs in its own fresh process (r1zero_bench.worker), one after the other: r1zero's loop and
 TRL's GRPOTrainer, alternating for `--rounds` rounds, then r1zero's phases against raw references
-(r1zero.bench.components), then the logprob memory probe. Both trainers get the same settings from one composed
+(r1zero_bench.components), then the logprob memory probe. Both trainers get the same settings from one composed
 config (conf/ + the overrides): model, prompts in the same order, B x G completions per step, completion length,
 sampling, lr and AdamW settings, token-mean loss without KL, fp32, thread count. Seconds are medians over the
 repetitions after `--warmup`. A measurement during which other processes took more than 5% of the machine's CPU
@@ -31,11 +32,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from r1zero.bench.learning import render_learning, render_seeds
-from r1zero.bench.report import NOISY, merge_rounds, render_report, summarize
 from r1zero.config import LearnerConfig
 from r1zero.cpu import cpu_flags, describe_vector_features, guest_halt_poll_ns, has_native_bf16
 from r1zero.env import has_cuda, setup_environment
+from r1zero_bench.learning import render_learning, render_seeds
+from r1zero_bench.report import NOISY, merge_rounds, render_report, summarize
 
 __all__ = ["main"]
 
@@ -105,7 +106,7 @@ def run_worker(
     # A timeout is reported below as a missing result.
     with open(log_path, "w") as log, contextlib.suppress(subprocess.TimeoutExpired):
         subprocess.run(
-                [sys.executable, "-m", "r1zero.bench.worker", str(spec_path), str(out_path)],
+                [sys.executable, "-m", "r1zero_bench.worker", str(spec_path), str(out_path)],
                 stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout, check=False,
             )  # fmt: skip
     seconds = time.perf_counter() - started
@@ -169,7 +170,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--learning", action="store_true",
         help="time to accuracy instead of step times: r1zero's run, then TRL for the same training seconds, "
-        "both models evaluated greedy on the same held-out problems (r1zero.bench.learning)",
+        "both models evaluated greedy on the same held-out problems (r1zero_bench.learning)",
     )  # fmt: skip
     parser.add_argument(
         "--learning-steps",
@@ -182,6 +183,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="comma-separated seeds for --learning: the whole comparison once per seed (its prompts, sampling and "
         "held-out problems), then the means (default: the config's one seed)",
     )  # fmt: skip
+    parser.add_argument(
+        "--roles", action="store_true",
+        help="colocated against disaggregated training instead (r1zero_bench.roles): --modes, --steps, --eval",
+    )  # fmt: skip
+    parser.add_argument("--modes", default=None, help="--roles: comma-separated (default colocated,k0,k1)")
+    parser.add_argument("--steps", type=int, default=None, help="--roles: steps per run (default 12)")
+    parser.add_argument("--eval", action="store_true", help="--roles: held-out accuracy before and after")
     parser.add_argument("--skip-trl", action="store_true")
     parser.add_argument("--skip-memory", action="store_true", help="skip the logprob memory probe")
     parser.add_argument(
@@ -205,7 +213,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     args.reps = args.reps if args.reps is not None else (3 if args.quick else 6)
     args.trl_generation = args.trl_generation or ("hf" if args.quick else "auto")
-    args.rounds = args.rounds if args.rounds is not None else (1 if args.quick else 2)
+    args.rounds = args.rounds if args.rounds is not None else (1 if args.quick or args.roles else 2)
+    if not args.roles and (args.modes is not None or args.steps is not None or args.eval):
+        parser.error("--modes, --steps and --eval apply to --roles only")
+    if args.roles and args.learning:
+        parser.error("choose one of --roles and --learning")
+    args.modes = (args.modes or "colocated,k0,k1").split(",")
+    args.steps = args.steps or 12
     if args.seeds is not None:
         if not args.learning:
             parser.error("--seeds applies to --learning only")
@@ -244,6 +258,16 @@ def main(argv: list[str] | None = None) -> None:
                 break
         return best
 
+    if args.roles:
+        from r1zero_bench.roles import compare_roles, render
+
+        merged = compare_roles(
+            args.modes, steps=args.steps, evaluate=args.eval, rounds=args.rounds, overrides=args.override,
+            workdir=workdir, threads=args.threads,
+        )  # fmt: skip
+        results["roles"] = merged
+        _finish(results, args, env, started, render(merged), workdir)
+        return
     if args.learning and args.seeds:
         per_seed = {str(seed): learning_comparison(args, measure, seed) for seed in args.seeds}
         results["learning"] = {"per_seed": per_seed}
@@ -296,7 +320,7 @@ def main(argv: list[str] | None = None) -> None:
 def learning_comparison(args: argparse.Namespace, measure: Any, seed: int | None = None) -> dict[str, Any]:
     """r1zero's run, TRL for its training seconds, then the base and both trained models on the held-out set;
     with `seed`, all of it at that seed (worker names get a `-seedN` suffix)."""
-    from r1zero.bench.loops import compose_config
+    from r1zero_bench.loops import compose_config
 
     overrides = [f"cpu_threads={args.threads}", *args.override, *([] if seed is None else [f"seed={seed}"])]
     tag = "" if seed is None else f"-seed{seed}"

@@ -1,4 +1,4 @@
-"""Reading a vLLM source tree without importing it, for r1zero.rollout.vllm_api.
+"""Reading a vLLM source tree without importing it, for tests/unit/vllm_api.py.
 
 `VllmSource` takes an installed `vllm` package folder or a wheel (its .py members read from the zip) and answers,
 with Python's `ast`: what a dotted name means (following re-exports, also those under TYPE_CHECKING), what a

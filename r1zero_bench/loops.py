@@ -1,6 +1,6 @@
 """Whole training steps, timed: r1zero's own loop (`r1zero.train.run`) and TRL's `GRPOTrainer`, same settings.
 
-Each function runs in a fresh worker process (see `r1zero.bench.worker`) and returns plain JSON-able numbers.
+Each function runs in a fresh worker process (see `r1zero_bench.worker`) and returns plain JSON-able numbers.
 Both sides are timed the same way: wall-clock time between the ends of consecutive optimizer steps, so a step's
 duration includes everything the trainer does per step (generation, reward, learner, weight sync, logging), and
 the first `warmup` steps are dropped.
@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from r1zero.bench.stats import median, step_intervals
 from r1zero.config import RunConfig
+from r1zero_bench.stats import median, step_intervals
 
 # On top of the default experiment (conf/experiment/cpu_default.yaml): no evaluation, no samples table, no
 # checkpoints or model export inside the timed steps.
