@@ -34,7 +34,6 @@ from r1zero.rollout.base import (
     tokenize_prompts,
     torch_dtype,
 )
-from r1zero.rollout.serial_kernels import serialize_small_kernels
 from r1zero.types import Completion, Prompt
 
 log = logging.getLogger(__name__)
@@ -270,8 +269,6 @@ class VLLMEngine:
             )
         with _preserve_global_rng(self.on_cuda), _quiet_chunked_prefill_warning():
             self._llm = vllm.LLM(**kwargs)
-        if not self.on_cuda and kwargs["enforce_eager"]:
-            serialize_small_kernels()  # fewer wakes of idle cores per decode pass (see there)
         self._sampling_params_cls = vllm.SamplingParams
 
     @classmethod

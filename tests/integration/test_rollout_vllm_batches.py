@@ -25,7 +25,6 @@ pytest.importorskip("vllm")
 
 from test_rollout_hf import PROMPTS, chat_prompt
 
-from r1zero.rollout.serial_kernels import LibgompThreads, restore_kernels, serialize_small_kernels
 from r1zero.rollout.vllm_engine import (
     CPU_BLOCK_SIZE,
     CPU_MAX_NUM_BATCHED_TOKENS,
@@ -99,40 +98,6 @@ def _generate_counting_prefill(eng: VLLMEngine, prompts: list[Prompt]) -> tuple[
     return rows, seen[0] - sum(len(r.token_ids) - 1 for r in rows)
 
 
-class _CountingThreads(LibgompThreads):
-    """libgomp's thread count, counting the calls that drop it to one thread."""
-
-    serial_calls = 0
-
-    def set(self, threads: int) -> None:
-        self.serial_calls += threads == 1
-        super().set(threads)
-
-
-def _serial_and_threaded_kernels(eng: VLLMEngine) -> dict[str, Any]:
-    """The same seeded samples with rotary and KV-cache writes on one thread (the eager CPU engine's default,
-    counted) and on the whole pool, each after emptying the prefix cache; the engine's default is put back after.
-    Nothing is asserted here, so that a failure fails only the test that reads it."""
-    counting = _CountingThreads.loaded()
-    if not isinstance(counting, _CountingThreads):
-        return {"pool_threads": None}
-    out: dict[str, Any] = {"pool_threads": counting.get()}
-    restore_kernels()
-    try:
-        out["serial_kernels"] = serialize_small_kernels(threads=counting)
-        eng._llm.reset_prefix_cache()
-        out["small_serial"] = eng.generate(PROMPTS, _sampling(n=8))
-        out["serial_calls"] = counting.serial_calls
-        restore_kernels()
-        eng._llm.reset_prefix_cache()
-        out["small_threaded"] = eng.generate(PROMPTS, _sampling(n=8))
-        out["serial_calls_threaded"] = counting.serial_calls - out["serial_calls"]
-    finally:
-        restore_kernels()
-        serialize_small_kernels()
-    return out
-
-
 @pytest.fixture(scope="module")
 def runs(tiny_model_path: str) -> dict[str, Any]:
     """The samples of three engines, one alive at a time (two in-process engines would share vLLM's global
@@ -147,7 +112,6 @@ def runs(tiny_model_path: str) -> dict[str, Any]:
         out["slices"] = [eng.generate(BIG[lo : lo + 16], _sampling(index_offset=lo)) for lo in (0, 16, 32)]
         out["small"] = eng.generate(PROMPTS, _sampling(n=8))
         out["long"], out["long_prefill"] = _generate_counting_prefill(eng, LONG)
-        out.update(_serial_and_threaded_kernels(eng))
     finally:
         eng.close()
     # One sequence's worth of tokens per pass (2-3 prompts next to the running decodes), at most 16 requests.
@@ -226,18 +190,3 @@ def test_samples_of_a_prompt_share_its_prefill(runs: dict[str, Any]) -> None:
     assert runs["long_prefill"] <= bound < 0.6 * G * sum(lengths)
     assert _tokens(runs["long"]) == _tokens(runs["long_vllm_default"])
     assert _logprobs(runs["long"]) == pytest.approx(_logprobs(runs["long_vllm_default"]), abs=1e-5)
-
-
-def test_small_kernels_on_one_thread_sample_the_same(runs: dict[str, Any]) -> None:
-    """Rotary embedding and KV-cache writes on one OpenMP thread (serial_kernels) or on the pool: the same tokens
-    and the same logprobs, bit for bit (per-(token, head) loops: the thread count does not enter the math)."""
-    if runs["pool_threads"] is None:
-        pytest.fail("torch's libgomp is not loaded: the kernels cannot be run on one thread")
-    if runs["pool_threads"] < 2:
-        pytest.skip("one OpenMP thread here: nothing to compare")
-    assert runs["serial_kernels"] == ["rotary_embedding", "cpu_attn_reshape_and_cache"]
-    # The one-thread path really ran (each decode pass calls both kernels once per layer), and only there.
-    assert runs["serial_calls"] >= 2 * MAX_NEW
-    assert runs["serial_calls_threaded"] == 0
-    assert _tokens(runs["small_serial"]) == _tokens(runs["small_threaded"])
-    assert _logprobs(runs["small_serial"]) == _logprobs(runs["small_threaded"])

@@ -119,7 +119,6 @@ def on_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(autouse=True)
 def fake_vllm(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(vllm_engine, "_import_vllm", _fake_vllm)
-    monkeypatch.setattr(vllm_engine, "serialize_small_kernels", lambda: None)
 
 
 class _nothing:

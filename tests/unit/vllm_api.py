@@ -147,9 +147,6 @@ USES: tuple[Use, ...] = (
     Strings(f"{EMBEDDING}.UnquantizedEmbeddingMethod.create_weights", ("weight",), "_retie_lm_head"),
     Call(f"{EMBEDDING}.UnquantizedEmbeddingMethod.process_weights_after_loading", positional=1,
          used_by="_retie_lm_head"),
-    # -- small CPU kernels on the calling thread (serial_kernels.serialize_small_kernels, eager CPU engines)
-    Call("vllm._custom_ops.rotary_embedding", positional=6, used_by="serial_kernels"),
-    Call("vllm._custom_ops.cpu_attn_reshape_and_cache", positional=6, used_by="serial_kernels"),
     # -- memory and shutdown (sleep, wake, close)
     Call(f"{LLM}.sleep", ("level",), used_by="sleep"),
     Call(f"{LLM}.wake_up", ("tags",), used_by="wake"),  # tags=["weights"] / ["kv_cache"] after a level-2 sleep
