@@ -51,14 +51,6 @@ def iter_arithmetic(
         i += 1
 
 
-def generate_arithmetic(
-    n: int, *, seed: int, kind: str = "sum", terms: int = 2, low: int = 1, high: int = 99
-) -> list[Example]:
-    """n questions, deterministic for a seed. `generate_arithmetic(1, seed=0)[0].answer` is the sum as a string."""
-    stream = iter_arithmetic(seed, kind=kind, terms=terms, low=low, high=high)
-    return [next(stream) for _ in range(n)]
-
-
 def load(split: str, n: int | None, seed: int, path: str | None = None, **kwargs) -> list[Example]:
     """n generated examples of `split` (disjoint seeds and held-out questions, see splits.py); no files."""
     if path is not None:

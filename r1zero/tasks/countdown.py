@@ -95,29 +95,6 @@ def iter_countdown(
         i += 1
 
 
-def generate_countdown(
-    n: int,
-    *,
-    seed: int,
-    min_numbers: int = 3,
-    max_numbers: int = 4,
-    number_range: tuple[int, int] = (1, 99),
-    max_target: int = 100,
-) -> list[Example]:
-    """n solvable examples, deterministic for a seed. Defaults mirror Countdown-Tasks-3to4 (3-4 numbers in 1..99).
-
-    max_target=100 keeps targets in the dataset's range; raise it for harder problems.
-    """
-    stream = iter_countdown(
-        seed,
-        min_numbers=min_numbers,
-        max_numbers=max_numbers,
-        number_range=number_range,
-        max_target=max_target,
-    )
-    return [next(stream) for _ in range(n)]
-
-
 def _from_row(row: Row, uid: str) -> Example:
     nums = row["nums"]
     if not isinstance(nums, list) or not nums:

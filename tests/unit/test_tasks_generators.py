@@ -1,14 +1,24 @@
 """Countdown and arithmetic generators: determinism, solvability, splits."""
 
+from itertools import islice
+
 import pytest
 
 from r1zero.rewards.countdown import countdown_reward
 from r1zero.rewards.math import gsm8k_reward
-from r1zero.tasks.arithmetic import generate_arithmetic
-from r1zero.tasks.countdown import countdown_question, generate_countdown
+from r1zero.tasks.arithmetic import iter_arithmetic
+from r1zero.tasks.countdown import countdown_question, iter_countdown
 from r1zero.tasks.registry import TASKS, assert_disjoint, load_examples
 from r1zero.tasks.splits import split_of, split_seed
 from r1zero.types import Example
+
+
+def generate_countdown(n: int, *, seed: int, **kwargs) -> list[Example]:
+    return list(islice(iter_countdown(seed, **kwargs), n))
+
+
+def generate_arithmetic(n: int, *, seed: int, **kwargs) -> list[Example]:
+    return list(islice(iter_arithmetic(seed, **kwargs), n))
 
 
 def test_countdown_deterministic_and_seed_dependent() -> None:
