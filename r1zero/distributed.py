@@ -21,13 +21,10 @@ import os
 import re
 import socket
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 log = logging.getLogger(__name__)
-
-FAULT_ENV = "R1ZERO_FAULT"
 
 
 def _free_port() -> int:
@@ -315,9 +312,8 @@ def phase(name: str, step: int) -> Iterator[None]:
     """Run one phase of the loop (rollout, reward, learner, sync, checkpoint, eval, ...): an exception inside it
     (a collective that timed out or whose peer died included) becomes RankFailure naming rank, phase and step.
 
-    Also the place of the test hook `R1ZERO_FAULT` (see `inject_fault`). The main thread's phases are
-    recorded for `current_phase` (the driver's heartbeat tells the rollout workers what it is doing)."""
-    inject_fault(name, step)
+    The main thread's phases are recorded for `current_phase` (the driver's heartbeat tells the rollout workers
+    what it is doing). tests/distributed inject faults here (their fault_hook wraps this function)."""
     main = threading.current_thread() is threading.main_thread()
     if main:
         _PHASES.append(name)
@@ -342,23 +338,3 @@ def current_phase() -> str | None:
     in the main thread, so a worker thread's own phases (a test's) do not count."""
     last = _PHASES[-1:]  # one slice: atomic, while the main thread may pop
     return last[0] if last else None
-
-
-def inject_fault(phase_name: str, step: int, environ: Mapping[str, str] | None = None) -> None:
-    """TEST HOOK. R1ZERO_FAULT=RANK:PHASE:STEP[:hang] makes rank RANK, on entering PHASE at STEP, exit at once
-    with status 1 (`os._exit`: no cleanup, like a crash or an OOM kill) or, with `:hang`, sleep forever (a hung
-    rank). Used by tests/distributed to check that the other ranks fail within dist.timeout_s."""
-    spec = (os.environ if environ is None else environ).get(FAULT_ENV)
-    if not spec:
-        return
-    parts = spec.split(":")
-    if len(parts) not in (3, 4) or parts[1] != phase_name:
-        return
-    if int(parts[0]) != launched_rank() or int(parts[2]) != step:
-        return
-    log.error("%s=%s: %s %s in phase %s at step %d", FAULT_ENV, spec, rank_name(),
-              "hangs" if parts[3:] == ["hang"] else "exits", phase_name, step)  # fmt: skip
-    if parts[3:] == ["hang"]:
-        while True:
-            time.sleep(3600)
-    os._exit(1)

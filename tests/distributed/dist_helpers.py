@@ -16,6 +16,7 @@ import pytest
 from conftest import LAUNCHER_VARS
 
 ROOT = Path(__file__).resolve().parents[2]
+FAULT_HOOK = Path(__file__).resolve().parent / "fault_hook"
 
 # The tiny random-init model scores reward 0 on everything, so its advantages are 0 and the policy loss carries no
 # gradient. The k1 KL term to the reference model has a non-zero gradient (that of the sampled tokens' logprob)
@@ -47,7 +48,8 @@ def child_env(**extra: str) -> dict[str, str]:
     """This environment minus any launcher variables (an in-process run may have set RANK=0 here), plus extra."""
     drop = (*LAUNCHER_VARS, "R1ZERO_FAULT")
     env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith(("SLURM_", "SUBMITIT_"))}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    # fault_hook/sitecustomize.py: the R1ZERO_FAULT hook, active in a child only when extra sets R1ZERO_FAULT
+    env["PYTHONPATH"] = os.pathsep.join([str(FAULT_HOOK), str(ROOT), env.get("PYTHONPATH", "")])
     env.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     env.setdefault("PYTHONFAULTHANDLER", "1")  # a native abort (SIGABRT) prints every thread's Python stack
     env.update(extra)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
 
 import pytest
 
 from r1zero.config import RunConfig
-from r1zero.distributed import RankFailure, expand_hostlist, inject_fault, launcher_env, phase
+from r1zero.distributed import RankFailure, expand_hostlist, launcher_env, phase
 from r1zero.dp import Shard, check_resume_world_size, checkpoint_world_size, combine_rank_metrics
 
 # ---------------------------------------------------------------------------------------------- Slurm hostlists
@@ -195,13 +196,26 @@ def test_phase_names_rank_phase_and_step() -> None:
 
 
 def test_fault_hook_fires_only_where_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tests/distributed/fault_hook (R1ZERO_FAULT, in every child process of these tests): the rank, phase and step
+    asked, and only those; the wrapped phase exits before the phase is entered, and otherwise is the phase."""
+    from fault_hook.sitecustomize import fault, wrap_phase
+
+    env = {"R1ZERO_FAULT": "0:learner:2"}
+    assert fault("learner", 2, 0, env) == "exit"
+    assert fault("learner", 2, 0, {"R1ZERO_FAULT": "0:learner:2:hang"}) == "hang"
+    assert fault("learner", 1, 0, env) is None and fault("reward", 2, 0, env) is None
+    assert fault("learner", 2, 1, env) is None and fault("learner", 2, 0, {}) is None
     exits: list[int] = []
     monkeypatch.setattr("os._exit", exits.append)
-    env = {"R1ZERO_FAULT": "0:learner:2"}
-    inject_fault("learner", 1, env)
-    inject_fault("reward", 2, env)
-    inject_fault("learner", 2, {"R1ZERO_FAULT": "1:learner:2"})  # another rank
-    inject_fault("learner", 2, {})
+    monkeypatch.setenv("R1ZERO_FAULT", "0:learner:2")
+    distributed = types.SimpleNamespace(phase=phase, launched_rank=lambda: 0, rank_name=lambda: "rank 0")
+    distributed.__name__ = "r1zero.distributed"
+    wrap_phase(distributed)
+    with distributed.phase("learner", 1):
+        pass
     assert exits == []
-    inject_fault("learner", 2, env)
+    with pytest.raises(RankFailure, match="failed in phase reward at step 2"), distributed.phase("reward", 2):
+        raise ValueError("boom")  # still the real phase around the work
+    with distributed.phase("learner", 2):
+        pass
     assert exits == [1]

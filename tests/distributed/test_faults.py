@@ -1,6 +1,6 @@
 """A rank that dies or hangs must not leave the others waiting forever: they fail within dist.timeout_s, and the
 error names the rank, the phase and the step. Faults are injected with the R1ZERO_FAULT test hook
-(r1zero.distributed.inject_fault).
+(tests/distributed/fault_hook/sitecustomize.py, which wraps r1zero.distributed.phase in the launched processes).
 """
 
 from __future__ import annotations

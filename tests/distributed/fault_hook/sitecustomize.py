@@ -1,0 +1,81 @@
+"""The fault hook of tests/distributed: R1ZERO_FAULT=RANK:PHASE:STEP[:hang] makes rank RANK, on entering PHASE at
+STEP, exit at once with status 1 (`os._exit`: no cleanup, like a crash or an OOM kill) or, with `:hang`, sleep
+forever (a hung rank). The tests check that the other ranks then fail within dist.timeout_s.
+
+Python imports this module at start-up in every process the tests launch (dist_helpers.child_env puts its folder
+first on PYTHONPATH). It imports nothing of r1zero, so that the run still sets up its environment before torch
+loads; it wraps `r1zero.distributed.phase` when that module is first imported, before any other module takes
+the name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.abc
+import importlib.machinery
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+FAULT_ENV = "R1ZERO_FAULT"
+
+
+def fault(phase_name: str, step: int, rank: int, environ: Mapping[str, str]) -> str | None:
+    """What rank `rank` does on entering `phase_name` at `step`: "exit", "hang" or None (nothing asked here).
+
+    Example: R1ZERO_FAULT="1:learner:2:hang" -> ("learner", 2, rank 1) "hang"; rank 0, or step 3, None."""
+    spec = environ.get(FAULT_ENV)
+    if not spec:
+        return None
+    parts = spec.split(":")
+    if len(parts) not in (3, 4) or parts[1] != phase_name or int(parts[0]) != rank or int(parts[2]) != step:
+        return None
+    return "hang" if parts[3:] == ["hang"] else "exit"
+
+
+def wrap_phase(distributed: Any) -> None:
+    """Make `distributed.phase` act on R1ZERO_FAULT before it enters a phase."""
+    original = distributed.phase
+
+    @contextlib.contextmanager
+    def phase(name: str, step: int) -> Iterator[None]:
+        action = fault(name, step, distributed.launched_rank(), os.environ)
+        if action is not None:
+            logging.getLogger(distributed.__name__).error(
+                "%s=%s: %s %s in phase %s at step %d", FAULT_ENV, os.environ[FAULT_ENV],
+                distributed.rank_name(), "hangs" if action == "hang" else "exits", name, step,
+            )  # fmt: skip
+            while action == "hang":
+                time.sleep(3600)
+            os._exit(1)
+        with original(name, step):
+            yield
+
+    distributed.phase = phase
+
+
+class _WrapOnImport(importlib.abc.MetaPathFinder):
+    """Finds r1zero.distributed as Python would, and wraps its `phase` once the module has run."""
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if name != "r1zero.distributed":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        loader = spec.loader if spec is not None else None
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        run = loader.exec_module
+
+        def exec_module(module: Any) -> None:
+            run(module)
+            wrap_phase(module)
+
+        loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
+
+
+if os.environ.get(FAULT_ENV):
+    sys.meta_path.insert(0, _WrapOnImport())
