@@ -5,6 +5,11 @@ a sampled eval (32 problems x 4) before and after it, run by 1 process and by 2 
 engine's requests hold more prompt tokens than one vLLM pass (4,096 on CPU), which crashed seeded sampling on CPU
 before the engine turned chunked prefill off. Both runs must finish and sample the same 256 completions and eval
 samples, as 1 and 2 processes do at small batches (test_multiprocess.py).
+
+Slow (~33 s, out of CI since issue #33). In CI, test_multiprocess.py::test_two_processes_match_one checks that 2
+processes sample what 1 samples, and batches beyond one vLLM pass run in test_readme_commands.py (every README
+training command at 8 x 8, checked to exceed a pass) and test_rollout_vllm_batches.py (the same seeded samples in
+one pass or many).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from pathlib import Path
 import pytest
 from dist_helpers import compare_runs, report, run_checked, samples_of, torchrun, train_module
 
-pytestmark = pytest.mark.distributed
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 B, G, EVAL_PROBLEMS, EVAL_N = 32, 8, 32, 4
 LARGE = [

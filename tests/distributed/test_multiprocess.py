@@ -124,8 +124,11 @@ def test_resume_with_another_world_size_fails_at_start(workdir: Path) -> None:
     assert time.perf_counter() - start < 60  # before any model is built
 
 
+@pytest.mark.slow
 def test_submitit_local_launcher(workdir: Path) -> None:
-    """`-m hydra/launcher=local` (submitit's local executor): a 1-step job end to end, in its sweep folder."""
+    """`-m hydra/launcher=local` (submitit's local executor): a 1-step job end to end, in its sweep folder. Slow
+    (~16 s, out of CI since issue #33): test_readme_commands.py::test_local_launcher_sweep runs the README's
+    sweep through the same launcher (two jobs) and checks the same."""
     sweep = workdir / "sweep"
     cmd = [
         sys.executable, *train_module(), "-m", "hydra/launcher=local", f"hydra.sweep.dir={sweep}",

@@ -315,6 +315,10 @@ def test_local_launcher_sweep(tmp_path: Path) -> None:
     for job in ("0", "1"):  # one run directory per job: the sweep folder's job number
         rows = _metrics(sweep / job)
         assert [r["rollout/num_completions"] for r in rows if "rollout/num_completions" in r] == [64]
+        assert json.loads((sweep / job / "summary.json").read_text())["steps_done"] == 1
+    assert len(list((sweep / ".submitit").glob("*/*_result.pkl"))) == 2, (
+        "the jobs did not run through submitit"
+    )
 
 
 # Every rejection rule off: the random-init tiny model is never right, and the chain needs rows to train on.

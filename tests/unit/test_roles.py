@@ -180,6 +180,33 @@ def test_a_resumed_collector_requests_the_rounds_in_flight_again(tokenizer, monk
     assert [lag for _, lag in after] == [0.0, 1.0, 2.0, 2.0]
 
 
+@pytest.mark.parametrize(
+    ("k", "sent_at_once", "lags"), [(0, [], [0.0, 0.0, 0.0, 0.0]), (1, [3], [0.0, 1.0, 1.0, 1.0])]
+)
+def test_a_run_resumed_with_a_smaller_staleness_keeps_its_prompts_and_the_new_bound(
+    k: int, sent_at_once: list[int], lags: list[float], tokenizer, monkeypatch
+) -> None:
+    """Checkpoint after step 2 with k = 2 (steps 3 and 4 in flight), resumed with k = 0 or 1: the same prompts as
+    the uninterrupted k = 2 run, but each step in flight is requested again only once it is within the new k of
+    the learner, so no step lags more than k (with k = 0 every step is on-policy)."""
+    monkeypatch.setattr(collect_module, "score_completions", varied)
+    engine = AheadEngine()
+    whole = run_steps(collector(tokenizer, 2, 6, engine), engine, 1, 6)
+    engine = AheadEngine()
+    first = collector(tokenizer, 2, 6, engine)
+    before = run_steps(first, engine, 1, 2)
+    saved_sampler, saved_pending = first.sampler.state(), first.pending_state()
+    engine = AheadEngine()
+    engine.policy_version = 2
+    second = collector(tokenizer, k, 6, engine, sampler_state=saved_sampler)
+    second.load_pending(saved_pending, step=2)
+    assert [step for step, _ in engine.submitted] == sent_at_once
+    after = run_steps(second, engine, 3, 6)
+    assert [p for p, _ in before + after] == [p for p, _ in whole]
+    assert [lag for _, lag in after] == lags
+    assert [step for step, _ in engine.submitted] == [3, 4, 5, 6]  # each step requested once, in order
+
+
 def test_read_ahead_stays_within_its_byte_budget_and_keeps_the_order() -> None:
     """A worker receives pushed tensors ahead of its engine's reload, up to the budget: here 3 tensors of 400
     bytes with a budget of 800 bytes. While the engine loads tensor i, the receiver holds at most 2 (i + 1 and

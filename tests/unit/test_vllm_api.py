@@ -312,8 +312,8 @@ def test_listing_covers_what_the_engine_uses() -> None:
     """A vLLM name, LLM keyword, sampling keyword, env var or logger added to the engine or the bench without a
     line in USES fails here (the source checks above only look for what USES lists)."""
     engine, bench, env = (
-        ast.parse((ROOT / "r1zero" / name).read_text())
-        for name in ("rollout/vllm_engine.py", "bench/components.py", "env.py")
+        ast.parse((ROOT / name).read_text())
+        for name in ("r1zero/rollout/vllm_engine.py", "r1zero_bench/components.py", "r1zero/env.py")
     )
     cls = next(n for n in engine.body if isinstance(n, ast.ClassDef) and n.name == "VLLMEngine")
     init = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
