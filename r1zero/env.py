@@ -64,12 +64,11 @@ def setup_environment() -> dict[str, str]:
                 # threads stall whenever another process holds their core (steps went from ~10 s to 50-70 s
                 # on the 2-core machine under load; unpinned they degrade gracefully).
                 "VLLM_CPU_OMP_THREADS_BIND": "nobind",
-                # OpenMP threads sleep, not spin, when a parallel region ends early for them. Spinning kept a
-                # core busy while the thread that shared the other core with another process finished last:
-                # beside one busy single-threaded process on 2 cores a step took 2.8x its time alone (22.8 vs
-                # 8.1 s); passive, 13.4 s, at ~4% alone (README "Performance": sharing the machine). Where idle
-                # cores halt at once (a VM with guest halt polling off) each region then waits ~45 us for the
-                # other core: a run warns at start-up (r1zero.cpu.idle_wake_warning).
+                # OpenMP threads sleep, not spin, when a parallel region ends early for them: beside one other
+                # busy process a CPU default step takes 1.6x its time alone, against 3.1x with ACTIVE threads and
+                # 7.7x with libgomp's own policy. Alone, where idle cores halt at once (a VM with guest halt
+                # polling off), it costs ~18%: a run warns at start-up (r1zero.cpu.idle_wake_warning). Figures:
+                # docs/performance.md, "The CPU-only tweaks, re-measured".
                 "OMP_WAIT_POLICY": "PASSIVE",
                 # rollout.enforce_eager=false on vllm-cpu 0.32: its AOT-compiled model never loads back ("'function'
                 # object has no attribute 'finalize_loading'"), so every start compiled again (52 s for SmolLM2 on
@@ -95,8 +94,8 @@ def keep_freed_memory() -> dict[str, str]:
     top of its heap: each training step's fresh tensors (the tied head's two [V, H] gradients, 113 MB each for
     SmolLM2; activations) then touched new pages, 100-250 thousand page faults per learner step of the CPU
     default (0.4-1 GB of pages zeroed by the kernel each step). With mmap off (`MALLOC_MMAP_MAX_=0`) and trimming
-    only above 2 GiB, the heap's freed chunks are reused: no page faults after the first three steps; learner
-    5.20 -> 4.62 s per step side by side, peak RSS 5.58 -> 5.68 GB (README "Performance"). CPU-only machines
+    only above 2 GiB, the heap's freed chunks are reused: no page faults after the first three steps, and the
+    CPU default's step is ~10% faster (docs/performance.md, "The CPU-only tweaks, re-measured"). CPU-only machines
     only (on GPU hosts host memory is not in the step). Set any of MALLOC_MMAP_MAX_, MALLOC_TRIM_THRESHOLD_,
     MALLOC_MMAP_THRESHOLD_ or a GLIBC_TUNABLES malloc setting to keep glibc's own behaviour.
     """

@@ -19,6 +19,7 @@ import dataclasses
 import json
 import shutil
 import time
+import traceback
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -81,19 +82,33 @@ def trl_learning(overrides: list[str], seconds: float, workdir: str) -> dict[str
             "step_s_median": clock.get("elapsed", 0.0) / max(1, steps), "model": str(final)}  # fmt: skip
 
 
-def held_out(overrides: list[str], model: str, workdir: str) -> dict[str, Any]:
-    """Worker: greedy accuracy of `model` on the run's held-out problems, as the training run evaluates them
-    (task.num_eval problems of the test split, the run's seed, eval.max_new_tokens or the rollout's)."""
+def held_out(overrides: list[str], models: dict[str, str], workdir: str) -> dict[str, Any]:
+    """Worker: greedy accuracy of each of `models` ({name: model}) on the run's held-out problems, as the training
+    run evaluates them (task.num_eval problems of the test split, the run's seed, eval.max_new_tokens or the
+    rollout's), one engine at a time. A model that fails to evaluate is reported as failed; the others go on."""
     from r1zero.eval import EvalRunConfig, run_eval
 
     cfg = compose_config(overrides, bench_defaults=False)  # the task's own held-out set (task.num_eval)
-    eval_cfg = EvalRunConfig(
-        model=dataclasses.replace(cfg.model, name=model), task=cfg.task, rollout=cfg.rollout, num_problems=cfg.task.num_eval,
-        n=1, temperature=0.0, k=[1], max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
-        seed=cfg.seed, out_dir=str(Path(workdir) / "eval"),
-    )  # fmt: skip
-    metrics = run_eval(eval_cfg)["metrics"]
-    return {"accuracy": metrics["eval/accuracy"], "problems": metrics["eval/num_problems"]}
+    out: dict[str, dict[str, Any]] = {}
+    for name, model in models.items():
+        eval_cfg = EvalRunConfig(
+            model=dataclasses.replace(cfg.model, name=model), task=cfg.task, rollout=cfg.rollout,
+            num_problems=cfg.task.num_eval, n=1, temperature=0.0, k=[1],
+            max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens, seed=cfg.seed,
+            out_dir=str(Path(workdir) / "eval" / name),
+        )  # fmt: skip
+        try:
+            metrics = run_eval(eval_cfg)["metrics"]
+        except Exception as exc:
+            traceback.print_exc()
+            out[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[-2000:]}
+            continue
+        out[name] = {
+            "ok": True,
+            "accuracy": metrics["eval/accuracy"],
+            "problems": metrics["eval/num_problems"],
+        }
+    return {"models": out}
 
 
 def render_learning(result: dict[str, Any]) -> str:

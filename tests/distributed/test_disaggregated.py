@@ -101,10 +101,16 @@ def test_two_learners_and_two_workers_sample_what_one_colocated_process_samples(
     assert "rollout worker 1 (rank 3): 2 generate, 2 weight, 2 score commands" in text
 
 
+@pytest.mark.slow
 def test_one_step_ahead_is_resumed_without_skipping_or_repeating_a_prompt(workdir: Path) -> None:
     """max_staleness 1, 4 steps, a checkpoint every step. Reference: one uninterrupted run. Then the same run
     killed (os._exit, learner rank 0) as it enters the learner phase of step 3, when step 4's prompts are already
-    with the worker, and resumed from the step-2 checkpoint by the same command."""
+    with the worker, and resumed from the step-2 checkpoint by the same command.
+
+    Slow (~74 s, out of CI since issue #33). In CI, test_ctrl_c_finishes_the_step_checkpoints_and_the_same_command_
+    resumes stops a max_staleness-1 run with a request in flight and resumes it by the same command, and
+    tests/unit/test_roles.py checks that a resumed collector requests the rounds in flight again: the prompts of
+    an uninterrupted run, none skipped or repeated, with the lags the resumed weights give."""
     common = [*TWO, *TINY, *DISAGGREGATED, "roles.max_staleness=1", "steps=4", "checkpoint.every=1",
               "log.num_samples=16"]  # fmt: skip
     whole, resumed = workdir / "k1", workdir / "k1_resumed"
@@ -208,8 +214,13 @@ def test_ctrl_c_finishes_the_step_checkpoints_and_the_same_command_resumes(tmp_p
     assert sorted(metrics_of(run_dir))[-2:] == [stopped_at + 1, stopped_at + 2]
 
 
+@pytest.mark.slow
 def test_a_graceful_stop_under_srun_ends_both_tasks_normally(tmp_path: Path) -> None:
-    """srun / submitit: no torchrun agent, learner rank 0 hosts the store and leaves with it when it exits. Two
+    """Slow (~16 s, out of CI since issue #33): in CI, the Ctrl-C test above stops both roles the same way (the
+    signal handled by r1zero's graceful stop, a request in flight), and tests/unit/test_bridge.py's
+    test_the_driver_exits_only_after_the_worker_is_done_with_its_store checks the exit order this test is about.
+
+    srun / submitit: no torchrun agent, learner rank 0 hosts the store and leaves with it when it exits. Two
     tasks with Slurm's variables, max_staleness 1 (a request in flight at the stop); SIGTERM to both after step 2
     (Slurm's preemption signal, handled like Ctrl-C). Both must exit 0: the driver waits for the worker's
     acknowledgement before it exits, instead of leaving it to post into a vanished store. Here the worker is

@@ -12,7 +12,11 @@ import pytest
 from r1zero.config import AlgoConfig, register_configs, to_run_config
 from r1zero.train import CONF_DIR, run
 
-EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
+# cpu_default_lora is the CPU default under its #31 name: tests/unit/test_config.py checks that the two compose to
+# the same run, so the step runs once.
+EXPERIMENTS = sorted(
+    p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml") if p.stem != "cpu_default_lora"
+)
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> str:

@@ -266,17 +266,32 @@ def test_learning_comparison_runs_every_worker_at_the_seed() -> None:
             return {"ok": True, "train_s": 12.0, "model": "/m/r1zero"}
         if spec["kind"] == "trl_learning":
             return {"ok": True, "model": "/m/trl"}
-        return {"ok": True, "accuracy": 0.5}
+        return {"ok": True, "models": {name: {"ok": True, "accuracy": 0.5} for name in spec["models"]}}
 
     args = parse_args(["--learning", "--learning-steps", "3", "--seeds", "7", "--override", "model=tiny"])
     out = learning_comparison(args, measure, seed=7)
     names = [name for _, name in calls]
-    assert names == ["learning-r1zero-seed7", "learning-trl-seed7", "learning-base-held-out-seed7",
-                     "learning-r1zero-held-out-seed7", "learning-trl-held-out-seed7"]  # fmt: skip
+    assert names == ["learning-r1zero-seed7", "learning-trl-seed7", "learning-held-out-seed7"]
     assert all(spec["overrides"][-1] == "seed=7" and "model=tiny" in spec["overrides"] for spec, _ in calls)
     assert calls[0][0]["steps"] == 3 and calls[1][0]["seconds"] == 12.0  # TRL gets r1zero's training seconds
-    assert [calls[k][0]["model"] for k in (3, 4)] == ["/m/r1zero", "/m/trl"]
+    # one worker evaluates the base model and both trained models; each gets its own result
+    assert calls[2][0]["models"] == {"base": "tiny", "r1zero_eval": "/m/r1zero", "trl_eval": "/m/trl"}
+    assert all(out[name] == {"ok": True, "accuracy": 0.5} for name in ("base", "r1zero_eval", "trl_eval"))
     assert out["overrides"][-1] == "seed=7"
+
+
+def test_a_failed_held_out_worker_fails_every_model_it_held() -> None:
+    from r1zero_bench import learning_comparison, parse_args
+
+    def measure(spec: dict, name: str) -> dict:
+        if spec["kind"] == "held_out":
+            return {"ok": False, "error": "RuntimeError: boom"}
+        return {"ok": True, "train_s": 1.0, "model": f"/m/{spec['kind']}"}
+
+    out = learning_comparison(parse_args(["--learning", "--override", "model=tiny"]), measure)
+    assert [out[name] for name in ("base", "r1zero_eval", "trl_eval")] == [
+        {"ok": False, "error": "RuntimeError: boom"}
+    ] * 3
 
 
 def test_render_seeds_rows_and_means_over_complete_seeds() -> None:
@@ -328,8 +343,11 @@ def test_learning_with_seeds_writes_one_comparison_per_seed_and_the_means(
             return {"ok": True, "steps": 60, "train_s": 300.0, "step_s_median": 5.0, "model": f"r{seed}"}
         if spec["kind"] == "trl_learning":
             return {"ok": True, "steps": 20, "train_s": 300.0, "step_s_median": 20.0, "model": f"t{seed}"}
-        side = {"r": "r1zero", "t": "trl"}.get(spec["model"][0], "base")
-        return {"ok": True, "accuracy": accuracy[(side, seed)], "problems": 64.0}
+        assert spec["kind"] == "held_out"
+        return {"ok": True, "models": {
+            name: {"ok": True, "accuracy": accuracy[(name.removesuffix("_eval"), seed)], "problems": 64.0}
+            for name in spec["models"]
+        }}  # fmt: skip
 
     monkeypatch.setattr(bench, "run_worker", fake_worker)
     out = tmp_path / "bench.json"

@@ -1,6 +1,6 @@
 """The fault hook of tests/distributed: R1ZERO_FAULT=RANK:PHASE:STEP[:hang] makes rank RANK, on entering PHASE at
 STEP, exit at once with status 1 (`os._exit`: no cleanup, like a crash or an OOM kill) or, with `:hang`, sleep
-forever (a hung rank). The tests check that the other ranks then fail within dist.timeout_s.
+forever (a hung rank, which a SIGTERM ends). The tests check that the other ranks then fail within dist.timeout_s.
 
 Python imports this module at start-up in every process the tests launch (dist_helpers.child_env puts its folder
 first on PYTHONPATH). It imports nothing of r1zero, so that the run still sets up its environment before torch
@@ -15,7 +15,9 @@ import importlib.abc
 import importlib.machinery
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -48,6 +50,11 @@ def wrap_phase(distributed: Any) -> None:
                 "%s=%s: %s %s in phase %s at step %d", FAULT_ENV, os.environ[FAULT_ENV],
                 distributed.rank_name(), "hangs" if action == "hang" else "exits", name, step,
             )  # fmt: skip
+            if action == "hang" and threading.current_thread() is threading.main_thread():
+                # The launcher's SIGTERM ends the hung rank at once. A rank hung inside a C call would ignore it
+                # too, as it ignores r1zero's graceful-stop handler, and torchrun would kill it 30 s later: the
+                # tests check the other ranks' failure, not torchrun's grace period.
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
             while action == "hang":
                 time.sleep(3600)
             os._exit(1)
