@@ -3,7 +3,7 @@
 per-step sync check; the prompts are those the k=2 run had drawn, none skipped or repeated.
 
 Slow (~57 s, out of CI since issue #33). In CI, tests/unit/test_roles.py::
-test_a_run_resumed_with_a_smaller_staleness_keeps_its_prompts_and_the_new_bound checks the collector's side (the
+test_a_resumed_collector_requests_the_rounds_in_flight_again (resumed with k = 0, 1 or 2) checks the collector's side (the
 same prompts, each in-flight step requested again within the new bound, lags 0 with k = 0), and
 test_disaggregated.py::test_ctrl_c_finishes_the_step_checkpoints_and_the_same_command_resumes stops and resumes
 a real run with a request in flight."""

@@ -156,48 +156,31 @@ def test_requests_ahead_keep_the_prompt_order_and_bound_the_lag(k: int, tokenize
     assert [step for step, _ in engine.submitted] == list(range(1, 7))
 
 
-def test_a_resumed_collector_requests_the_rounds_in_flight_again(tokenizer, monkeypatch) -> None:
-    """Checkpoint after step 2 with k = 2 (steps 3 and 4 in flight), resume in a new collector: the prompts of
-    steps 1-6 are those of an uninterrupted run: none skipped, none repeated."""
+@pytest.mark.parametrize(
+    ("k", "sent_at_once", "lags"),
+    [
+        (2, [3, 4], [0.0, 1.0, 2.0, 2.0]),  # the same k: both sent again at once, in order
+        (1, [3], [0.0, 1.0, 1.0, 1.0]),
+        (0, [], [0.0, 0.0, 0.0, 0.0]),  # on-policy: each step requested when it is collected
+    ],
+)
+def test_a_resumed_collector_requests_the_rounds_in_flight_again(
+    k: int, sent_at_once: list[int], lags: list[float], tokenizer, monkeypatch
+) -> None:
+    """Checkpoint after step 2 with k = 2 (steps 3 and 4 in flight), resumed in a new collector with k = 2, 1 or 0:
+    the prompts of steps 1-6 are those of the uninterrupted k = 2 run (none skipped, none repeated), and each step
+    in flight is requested again only once it is within the new k of the learner. The resent requests are sampled
+    with the resumed weights (version 2), so no step lags more than k."""
     monkeypatch.setattr(collect_module, "score_completions", varied)
     engine = AheadEngine()
     whole = run_steps(collector(tokenizer, 2, 6, engine), engine, 1, 6)
-
     engine = AheadEngine()
     first = collector(tokenizer, 2, 6, engine)
     before = run_steps(first, engine, 1, 2)
     saved_sampler, saved_pending = first.sampler.state(), first.pending_state()
     assert sorted(saved_pending) == ["3", "4"]
-
     engine = AheadEngine()
     engine.policy_version = 2  # the checkpoint's weights, pushed on resume
-    second = collector(tokenizer, 2, 6, engine, sampler_state=saved_sampler)
-    second.load_pending(saved_pending, step=2)
-    assert [step for step, _ in engine.submitted] == [3, 4]  # sent again at once, in order
-    after = run_steps(second, engine, 3, 6)
-    assert [p for p, _ in before + after] == [p for p, _ in whole]
-    # the re-sent requests are sampled with the resumed weights (version 2): step 3 lags 0, step 4 lags 1
-    assert [lag for _, lag in after] == [0.0, 1.0, 2.0, 2.0]
-
-
-@pytest.mark.parametrize(
-    ("k", "sent_at_once", "lags"), [(0, [], [0.0, 0.0, 0.0, 0.0]), (1, [3], [0.0, 1.0, 1.0, 1.0])]
-)
-def test_a_run_resumed_with_a_smaller_staleness_keeps_its_prompts_and_the_new_bound(
-    k: int, sent_at_once: list[int], lags: list[float], tokenizer, monkeypatch
-) -> None:
-    """Checkpoint after step 2 with k = 2 (steps 3 and 4 in flight), resumed with k = 0 or 1: the same prompts as
-    the uninterrupted k = 2 run, but each step in flight is requested again only once it is within the new k of
-    the learner, so no step lags more than k (with k = 0 every step is on-policy)."""
-    monkeypatch.setattr(collect_module, "score_completions", varied)
-    engine = AheadEngine()
-    whole = run_steps(collector(tokenizer, 2, 6, engine), engine, 1, 6)
-    engine = AheadEngine()
-    first = collector(tokenizer, 2, 6, engine)
-    before = run_steps(first, engine, 1, 2)
-    saved_sampler, saved_pending = first.sampler.state(), first.pending_state()
-    engine = AheadEngine()
-    engine.policy_version = 2
     second = collector(tokenizer, k, 6, engine, sampler_state=saved_sampler)
     second.load_pending(saved_pending, step=2)
     assert [step for step, _ in engine.submitted] == sent_at_once
