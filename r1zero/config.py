@@ -586,11 +586,6 @@ class RunConfig:
     def _sync_fp32(self) -> bool:
         return self.rollout.dtype == "float32" and self.learner.precision == "fp32"
 
-    @property
-    def completions_per_step(self) -> int:
-        """N = B * G."""
-        return self.rollout.prompts_per_step * self.rollout.group_size
-
 
 def register_configs() -> None:
     """Register the schema with Hydra's ConfigStore (the YAML in conf/ overrides it)."""

@@ -1,18 +1,8 @@
-"""What this CPU can do, read from /proc/cpuinfo without importing torch: its vector extensions and whether it
-does bf16 arithmetic natively.
-
-bf16 on a CPU without bf16 instructions is emulated (converted to and from fp32 around every operation): on a
-2-core AVX2-only machine the CPU default run took 121-128 s per step with `rollout.dtype=bfloat16
-learner.precision=bf16` against 9-10 s in fp32 (issue #16), while on an AVX-512 machine with AVX512_BF16 bf16
-was faster than fp32. `bf16_warning` says so at start-up; the bench prints `describe_vector_features` beside
-its numbers.
-
-How fast an idle core wakes up matters too. r1zero's OpenMP threads sleep when a parallel region ends early for
-them (`OMP_WAIT_POLICY=PASSIVE`, r1zero.env), so every parallel region first wakes the other core. On a virtual
-machine whose guest halt polling is off (`/sys/module/haltpoll/parameters/guest_halt_poll_ns` = 0), a halted
-core takes ~45 us to wake: one parallel region of a tiny op cost 51-55 us, against 10 us with the kernel's
-usual 200 us of polling and 5 us with spinning threads; the CPU default's rollout took 2.0-2.5 s per step
-instead of 1.74-1.87 s. `idle_wake_warning` says so at start-up, with the fix.
+"""What this CPU can do, read from /proc/cpuinfo without importing torch (its vector extensions, whether it does
+bf16 arithmetic natively), and how long its idle cores take to wake. `bf16_warning` and `idle_wake_warning` say
+at start-up what costs a run time on this CPU, and the fix: bf16 that is emulated (~12x slower than fp32 on an
+AVX2-only machine), or a virtual machine whose halted cores wake slowly for r1zero's passive OpenMP threads
+(docs/performance.md: "CPU features", "Idle cores that halt", "The CPU-only tweaks, re-measured").
 """
 
 from __future__ import annotations

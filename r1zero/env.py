@@ -90,13 +90,11 @@ def keep_freed_memory() -> dict[str, str]:
     """Make glibc's malloc keep the memory the process frees, for the next allocation, instead of handing it
     back to the kernel. Returns the variables it set ({} when the user set any malloc setting, or no glibc).
 
-    By default glibc serves every allocation above 32 MB with its own mmap and unmaps it on free, and trims the
-    top of its heap: each training step's fresh tensors (the tied head's two [V, H] gradients, 113 MB each for
-    SmolLM2; activations) then touched new pages, 100-250 thousand page faults per learner step of the CPU
-    default (0.4-1 GB of pages zeroed by the kernel each step). With mmap off (`MALLOC_MMAP_MAX_=0`) and trimming
-    only above 2 GiB, the heap's freed chunks are reused: no page faults after the first three steps, and the
-    CPU default's step is ~10% faster (docs/performance.md, "The CPU-only tweaks, re-measured"). CPU-only machines
-    only (on GPU hosts host memory is not in the step). Set any of MALLOC_MMAP_MAX_, MALLOC_TRIM_THRESHOLD_,
+    By default glibc serves every allocation above 32 MB with its own mmap and unmaps it on free, so each
+    training step's fresh tensors (the tied head's gradients, activations) touched new pages: 100-250 thousand
+    page faults per learner step of the CPU default. With mmap off (`MALLOC_MMAP_MAX_=0`) and trimming only above
+    2 GiB, freed chunks are reused and the step is ~10% faster (docs/performance.md, "Freed memory kept for the
+    next step"). CPU-only machines only (on GPU hosts host memory is not in the step). Set any of MALLOC_MMAP_MAX_, MALLOC_TRIM_THRESHOLD_,
     MALLOC_MMAP_THRESHOLD_ or a GLIBC_TUNABLES malloc setting to keep glibc's own behaviour.
     """
     users = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")

@@ -95,7 +95,7 @@ def r1zero_loop(overrides: list[str], warmup: int, reps: int, workdir: str) -> d
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     rows = [row for row in map(json.loads, lines) if "reward/mean" in row]
     timed = rows[max(1, warmup) :]
-    N = cfg.completions_per_step
+    N = cfg.rollout.prompts_per_step * cfg.rollout.group_size
     out: dict[str, Any] = {
         "step_s": step_intervals([r["time"] for r in rows], warmup),
         "phases": _phase_medians(timed, PHASE_KEYS),
@@ -135,7 +135,7 @@ def trl_config(cfg: RunConfig, *, steps: int, use_vllm: bool, output_dir: str) -
     from trl import GRPOConfig
 
     r, a, lr = cfg.rollout, cfg.algo, cfg.learner
-    N = cfg.completions_per_step
+    N = cfg.rollout.prompts_per_step * cfg.rollout.group_size
     if a.kl_coef or a.num_iterations != 1 or a.loss_aggregation != "token_mean":
         raise ValueError("the TRL comparison is set up for token_mean, kl_coef 0 and num_iterations 1")
     return GRPOConfig(
@@ -270,7 +270,7 @@ def trl_loop(
     trainer.train()
     total = time.perf_counter() - started
     logs = [h for h in trainer.state.log_history if "completions/mean_length" in h][max(1, warmup) :]
-    N = cfg.completions_per_step
+    N = cfg.rollout.prompts_per_step * cfg.rollout.group_size
     out: dict[str, Any] = {
         "step_s": step_intervals(ends, warmup),
         "completion_tokens_per_step": median([h["completions/mean_length"] * N for h in logs]),

@@ -83,7 +83,6 @@ def test_defaults_compose_to_a_typed_config() -> None:
     cfg = to_run_config(_compose())
     assert isinstance(cfg, RunConfig)
     assert cfg.run_dir == f"runs/{cfg.task.name}-{cfg.model.name}-seed{cfg.seed}"
-    assert cfg.completions_per_step == cfg.rollout.prompts_per_step * cfg.rollout.group_size
 
 
 def test_bad_override_from_the_command_line_is_reported() -> None:
