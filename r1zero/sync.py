@@ -104,7 +104,7 @@ def mismatch_causes(max_diff: float, mean_broken: bool = False) -> str:
     token a little off): a stale or missing part of the push, or a bf16 rollout lagging an fp32 learner."""
     stale = [
         "a tied lm_head left stale after the reload (tie_word_embeddings models: re-tie it and redo its "
-        "post-load processing, as VLLMEngine does unless fix_tied_embeddings=False)",
+        "post-load processing, as VLLMEngine does)",
         "weights not pushed, pushed under names the engine ignored, or pushed from an earlier step",
         "the engine's prefix cache not reset after the push (KV computed with the old weights reused; only the "
         "per-step check sees this, the probe's scoring bypasses the cache)",

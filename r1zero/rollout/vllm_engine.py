@@ -196,8 +196,6 @@ class VLLMEngine:
 
     Defaults left None: enforce_eager eager on CPU, CUDA graphs on a GPU; gpu_memory_utilization and
     enable_sleep_mode those of an engine colocated with the learner (0.35, on; see RolloutConfig).
-
-    fix_tied_embeddings=False skips trap 2 above; only for tests that show the verifier catches a stale lm_head.
     """
 
     def __init__(
@@ -213,7 +211,6 @@ class VLLMEngine:
         enable_sleep_mode: bool | None = None,
         tensor_parallel_size: int = 1,
         enforce_eager: bool | None = None,
-        fix_tied_embeddings: bool = True,
         trust_remote_code: bool = False,
         **llm_kwargs: Any,
     ) -> None:
@@ -224,7 +221,6 @@ class VLLMEngine:
         self.max_prompt_tokens = max_prompt_tokens
         # +1: `score` runs prompt + a full-length response and asks for one more token.
         self.max_model_len = max_model_len or max_prompt_tokens + max_new_tokens + 1
-        self.fix_tied_embeddings = fix_tied_embeddings
         self.policy_version = 0
         self.tokenizer: Any = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
         hf_config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
@@ -394,7 +390,7 @@ class VLLMEngine:
                 " vLLM discarded their weights while asleep, so they would hold garbage. Push every parameter "
                 "(learner.named_parameters_for_sync) or sleep with keep_weights=True."
             )
-        if self.tied_embeddings and self.fix_tied_embeddings:
+        if self.tied_embeddings:
             runner = worker.model_runner
             self._retie_lm_head(runner.get_model() if hasattr(runner, "get_model") else runner.model)
         self._weights_discarded = False
@@ -428,11 +424,11 @@ class VLLMEngine:
         and back (a 1.5B bf16 model: 3 GB each way per step) although the push that follows every learner step
         overwrites them. `wake()` then brings back the weights' memory only; `update_weights` fills it, re-ties
         a tied head and brings back the KV cache. Level 1 stays for what needs the old weights: keep_weights=True
-        (sampling again without a push) and fix_tied_embeddings=False (its push leaves the tied head's old tensor).
+        (sampling again without a push).
         """
         if not self._sleep_enabled or self._asleep:
             return
-        level = 1 if keep_weights or (self.tied_embeddings and not self.fix_tied_embeddings) else 2
+        level = 1 if keep_weights else 2
         self._llm.sleep(level=level)
         self._asleep = {"weights", "kv_cache"}
         self._weights_discarded = level == 2

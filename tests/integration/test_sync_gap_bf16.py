@@ -61,17 +61,18 @@ def make_learner(model_path: str, precision: str, steps: int):  # type: ignore[n
     )
 
 
-def make_engine(model_path: str, *, fix_tied_embeddings: bool) -> Iterator:
+def leave_the_tied_head_stale(engine):  # type: ignore[no-untyped-def]
+    """The fault under test: the engine's pushes no longer re-tie lm_head to the embedding (its old tensor stays)."""
+    engine._retie_lm_head = lambda model: None
+    return engine
+
+
+def make_engine(model_path: str, *, retie_head: bool) -> Iterator:
     from r1zero.rollout.vllm_engine import VLLMEngine
 
-    engine = VLLMEngine(
-        model_path,
-        dtype="bfloat16",
-        seed=0,
-        max_prompt_tokens=64,
-        max_new_tokens=MAX_NEW,
-        fix_tied_embeddings=fix_tied_embeddings,
-    )
+    engine = VLLMEngine(model_path, dtype="bfloat16", seed=0, max_prompt_tokens=64, max_new_tokens=MAX_NEW)
+    if not retie_head:
+        leave_the_tied_head_stale(engine)
     assert engine.tied_embeddings  # the tiny preset ties lm_head to the embedding: the trap under test
     try:
         yield engine
@@ -81,12 +82,12 @@ def make_engine(model_path: str, *, fix_tied_embeddings: bool) -> Iterator:
 
 @pytest.fixture
 def stale_tie_engine(tiny_model_path: str) -> Iterator:
-    yield from make_engine(tiny_model_path, fix_tied_embeddings=False)
+    yield from make_engine(tiny_model_path, retie_head=False)
 
 
 @pytest.fixture
 def engine(tiny_model_path: str) -> Iterator:
-    yield from make_engine(tiny_model_path, fix_tied_embeddings=True)
+    yield from make_engine(tiny_model_path, retie_head=True)
 
 
 def train(engine, learner, steps: int, limits: GapLimits, history: list[dict[str, float]]) -> None:  # type: ignore[no-untyped-def]
@@ -178,7 +179,7 @@ def test_the_training_loop_stops_a_bf16_run_with_a_stale_tied_head_at_step_2(
     monkeypatch.setattr(
         r1zero.rollout.engines,
         "build_engine",
-        lambda *args, **kwargs: build(*args, **kwargs, fix_tied_embeddings=False),
+        lambda *args, **kwargs: leave_the_tied_head_stale(build(*args, **kwargs)),
     )
     overrides = [
         "model=tiny", "rollout.dtype=bfloat16", "learner.precision=bf16", f"learner.lr={LR}", "learner.lora_rank=0",

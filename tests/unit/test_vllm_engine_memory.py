@@ -188,16 +188,6 @@ def test_keep_weights_sleeps_at_level_1_and_wakes_everything(tiny_model_path: st
     assert llm.events == ["sleep 1", "wake None", "generate"]
 
 
-def test_a_push_that_does_not_re_tie_the_head_keeps_level_1(tiny_model_path: str, on_gpu) -> None:
-    """fix_tied_embeddings=False leaves the tied head's old tensor in place (the verifier test's fault): that
-    needs the old weights, which only level 1 keeps."""
-    engine, llm = _engine(tiny_model_path, fix_tied_embeddings=False)
-    engine.sleep()
-    engine.wake()
-    engine.update_weights(iter(WEIGHTS), version=1)
-    assert llm.events == ["sleep 1", "wake None", "reload 2", "reset_prefix_cache"]
-
-
 def test_a_partial_push_after_level_2_is_refused(tiny_model_path: str, on_gpu) -> None:
     """A layer the push did not reach keeps what vLLM puts back, which after level 2 is discarded memory: an
     error naming the layer, not a silently broken policy. The same push after level 1 only warns (old values)."""
