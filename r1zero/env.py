@@ -94,8 +94,9 @@ def keep_freed_memory() -> dict[str, str]:
     training step's fresh tensors (the tied head's gradients, activations) touched new pages: 100-250 thousand
     page faults per learner step of the CPU default. With mmap off (`MALLOC_MMAP_MAX_=0`) and trimming only above
     2 GiB, freed chunks are reused and the step is ~10% faster (docs/performance.md, "Freed memory kept for the
-    next step"). CPU-only machines only (on GPU hosts host memory is not in the step). Set any of MALLOC_MMAP_MAX_, MALLOC_TRIM_THRESHOLD_,
-    MALLOC_MMAP_THRESHOLD_ or a GLIBC_TUNABLES malloc setting to keep glibc's own behaviour.
+    next step"). CPU-only machines only (on GPU hosts host memory is not in the step). Set any of
+    MALLOC_MMAP_MAX_, MALLOC_TRIM_THRESHOLD_, MALLOC_MMAP_THRESHOLD_ or a GLIBC_TUNABLES malloc setting to keep
+    glibc's own behaviour.
     """
     users = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")
     if any(name in os.environ for name in users) or "malloc" in os.environ.get("GLIBC_TUNABLES", ""):

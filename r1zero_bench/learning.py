@@ -19,12 +19,12 @@ import dataclasses
 import json
 import shutil
 import time
-import traceback
 from pathlib import Path
 from statistics import median
 from typing import Any
 
 from r1zero_bench.loops import compose_config, trl_inputs
+from r1zero_bench.worker import failure
 
 
 def r1zero_learning(overrides: list[str], steps: int, workdir: str) -> dict[str, Any]:
@@ -99,9 +99,8 @@ def held_out(overrides: list[str], models: dict[str, str], workdir: str) -> dict
         )  # fmt: skip
         try:
             metrics = run_eval(eval_cfg)["metrics"]
-        except Exception as exc:
-            traceback.print_exc()
-            out[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[-2000:]}
+        except Exception as exc:  # reported per model, as a failed worker is
+            out[name] = failure(exc)
             continue
         out[name] = {
             "ok": True,

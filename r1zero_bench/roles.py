@@ -29,6 +29,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from r1zero.report import read_jsonl
+
 # Settings every mode shares: no checkpoints (the final one is ~1.6 GB for SmolLM2), no sample tables.
 _QUIET = ("checkpoint.every=0", "checkpoint.save_final_model=false", "log.samples_every=0")
 
@@ -124,7 +126,7 @@ def compare_roles(modes: Sequence[str], *, steps: int, evaluate: bool, rounds: i
             proc = subprocess.run(argv, env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
         if proc.returncode != 0:
             raise RuntimeError(f"{mode} failed (exit {proc.returncode}); see {log}")
-        rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        rows = read_jsonl(run_dir / "metrics.jsonl")  # none: summarize says the run logged no step
         runs.append(summarize(mode, rows, time.perf_counter() - started))
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
         print(json.dumps({k: v for k, v in runs[-1].items() if k != "rewards"}), flush=True)

@@ -12,6 +12,13 @@ import traceback
 from typing import Any
 
 
+def failure(exc: BaseException) -> dict[str, Any]:
+    """What a failed measurement reports (its stack trace goes to the log): {"ok": False, "error": "Type: message"},
+    the message's last 2,000 characters."""
+    traceback.print_exc()
+    return {"ok": False, "error": f"{type(exc).__name__}: {exc}"[-2000:]}
+
+
 def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
     from r1zero_bench import components, learning, loops
 
@@ -40,8 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result: dict[str, Any] = {"ok": True, **run_spec(spec)}
     except Exception as exc:  # reported in the results, the benchmark goes on with the other measurements
-        traceback.print_exc()
-        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[-2000:]}
+        result = failure(exc)
     with open(out_path, "w") as f:
         json.dump(result, f)
     return 0 if result["ok"] else 1
