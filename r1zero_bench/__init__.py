@@ -219,7 +219,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.roles and args.learning:
         parser.error("choose one of --roles and --learning")
     args.modes = (args.modes or "colocated,k0,k1").split(",")
-    args.steps = args.steps or 12
+    args.steps = 12 if args.steps is None else args.steps
+    if args.steps < 1:
+        parser.error(f"--steps must be >= 1, got {args.steps}")
     if args.seeds is not None:
         if not args.learning:
             parser.error("--seeds applies to --learning only")

@@ -245,6 +245,24 @@ def test_merge_rounds_pools_steps_and_keeps_the_worst_noise() -> None:
     assert merge_rounds([{"ok": False, "error": "x"}]) == {"ok": False, "error": "x"}
 
 
+def test_roles_flags_are_for_roles_and_checked() -> None:
+    from r1zero_bench import parse_args
+
+    args = parse_args(["--roles"])
+    assert (args.modes, args.steps, args.eval, args.rounds) == (["colocated", "k0", "k1"], 12, False, 1)
+    args = parse_args(["--roles", "--modes", "colocated,k1", "--steps", "3", "--eval"])
+    assert (args.modes, args.steps, args.eval) == (["colocated", "k1"], 3, True)
+    for bad in (
+        ["--steps", "3"],
+        ["--eval"],
+        ["--modes", "k0"],
+        ["--roles", "--learning"],
+        ["--roles", "--steps", "0"],
+    ):
+        with pytest.raises(SystemExit):
+            parse_args(bad)
+
+
 def test_seeds_flag_is_for_learning_and_takes_distinct_integers() -> None:
     from r1zero_bench import parse_args
 
