@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 from r1zero.env import setup_environment
 
@@ -61,3 +62,17 @@ LAUNCHER_VARS = (
 def clean_launcher_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in LAUNCHER_VARS:
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def restore_launcher_env() -> Iterator[None]:
+    """The launcher variables as they were before the test, including those a library sets while it runs
+    (accelerate writes RANK and WORLD_SIZE when it finds a process group; monkeypatch restores only what it set).
+    A RANK left behind sends the next in-process world to an env:// rendezvous without MASTER_ADDR."""
+    before = {name: os.environ.get(name) for name in LAUNCHER_VARS}
+    yield
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

@@ -16,7 +16,7 @@ a right-padded row of its own, attended through a small [groups, 1, S, S] mask w
 picks, per micro-batch, whichever attends fewer pairs.
 
 `grouped_attention` is registered with transformers as the attention implementation "r1zero_grouped"; a model
-forward that passes `layout=` (a GroupedLayout) uses it, one that does not falls back to transformers' sdpa.
+forward must pass `layout=` (a GroupedLayout): one without it is refused, never run under another mask.
 """
 
 from __future__ import annotations
@@ -168,13 +168,12 @@ def grouped_attention(
     **kwargs: Any,
 ) -> tuple[Tensor, None]:
     """transformers' attention interface: query [R, H, S, D], key / value [R, h, S, D] -> ([R, S, H, D], None);
-    R = 1 (one unpadded row, S = T) for response rows, R = Gr for group rows. Without a layout: transformers'
-    sdpa attention with `attention_mask`."""
+    R = 1 (one unpadded row, S = T) for response rows, R = Gr for group rows. Only a packed micro-batch's
+    forward (r1zero.learner.engine.attach_packed_forward) calls it, with its layout; it never builds or reads an
+    [S, S] mask."""
     if layout is None:
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-        return sdpa_attention_forward(
-            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        raise ValueError(
+            "r1zero's grouped attention runs packed micro-batches only: it needs their GroupedLayout"
         )
     grouped_query = query.shape[1] != key.shape[1]  # K/V heads shared by query heads, without copying them
     if layout.index is None or layout.source is None:  # group rows: the batch is already laid out in them

@@ -35,9 +35,8 @@ class PackedBatch:
     rows:           indices of its sequences in the step's list (length n).
     input_ids:      [R, S] the packed tokens (rows shorter than S end in padding).
     position_ids:   [R, S] each token's position within its own (prompt + response) sequence.
-    attention_mask: [R, 1, S, S] bool (True = may attend) in the dense reference layout; None otherwise.
-    layout:         where each token goes in r1zero.learner.attention's two calls (R = 1, no padding); None in
-                    the dense reference layout.
+    layout:         how r1zero.learner.attention attends the rows: response rows (R = 1, no padding) or group
+                    rows (one padded row per group, a small per-group mask).
     target_pos:     [M] flat positions (row * S + column) whose hidden state predicts a response token
                     (M = response tokens).
     labels:         [M] those response tokens.
@@ -50,7 +49,7 @@ class PackedBatch:
     rows: list[int]
     input_ids: Tensor
     position_ids: Tensor
-    attention_mask: Tensor | None
+    layout: GroupedLayout
     target_pos: Tensor
     labels: Tensor
     target_row: Tensor
@@ -58,7 +57,6 @@ class PackedBatch:
     response_len: Tensor
     num_tokens: int = -1
     row_index: Tensor | None = None  # [n] `rows` as a tensor, moved with the batch
-    layout: GroupedLayout | None = None
 
     def __post_init__(self) -> None:
         if self.num_tokens < 0:
@@ -98,32 +96,17 @@ def _groups(sequences: Sequence[TokenSequence], rows: Sequence[int], share_promp
     return list(groups.values())
 
 
-def dense_reference_mask(owner: Sequence[int], segment: Sequence[int]) -> Tensor:
-    """[1, 1, S, S] bool: the grouped attention as one dense mask (the reference the tests compare against).
-    owner: [S] -1 for a prompt token, else the response it belongs to; segment: [S] its group.
-    Example: owner [-1, 0, 1], segment [0, 0, 0] -> [[1, 0, 0], [1, 1, 0], [1, 0, 1]]."""
-    seg, own = torch.tensor(list(segment)), torch.tensor(list(owner))  # [S], [S]
-    index = torch.arange(len(owner))  # [S]
-    return (
-        (index[None, :] <= index[:, None])  # causal
-        & (seg[None, :] == seg[:, None])  # same prompt group
-        & ((own[None, :] == -1) | (own[None, :] == own[:, None]))  # the prompt, or the same response
-    )[None, None]  # [1, 1, S, S]
-
-
 def pack(
     sequences: Sequence[TokenSequence],
     rows: Sequence[int],
     *,
     share_prompts: bool = True,
-    dense_mask: bool = False,
 ) -> PackedBatch:
     """Pack `sequences[r] for r in rows`; rows with identical prompts share one prompt copy.
 
     The groups follow each other in one unpadded row, attended as response rows, or, when that attends fewer
     pairs (short sequences: r1zero.learner.attention.use_group_rows), one right-padded row per group attended
-    through a small per-group mask (batch.layout either way). dense_mask: the reference instead, one unpadded
-    row with a [1, 1, S, S] mask through plain sdpa (tests compare the two).
+    through a small per-group mask (batch.layout either way).
     Example: rows [0, 1], sequences ([5, 6], [7, 8]) and ([5, 6], [9]), shared ->
              input_ids [[5, 6, 7]] (prompt once, then 7; the last tokens 8 and 9 are never inputs),
              position_ids [[0, 1, 2]], target_pos [1, 2, 1], labels [7, 8, 9].
@@ -131,13 +114,12 @@ def pack(
     members = _groups(sequences, rows, share_prompts)
     prompt_lengths = [len(sequences[rows[m[0]]][0]) for m in members]
     inputs = [[max(0, len(sequences[rows[local]][1]) - 1) for local in m] for m in members]
-    group_rows = not dense_mask and use_group_rows(prompt_lengths, inputs)
+    group_rows = use_group_rows(prompt_lengths, inputs)
     width = max(p + sum(i) for p, i in zip(prompt_lengths, inputs)) if group_rows else 0
     prompt_spans: list[tuple[int, int]] = []  # (start, length) of each group's prompt in the row
     response_spans: list[tuple[int, int, int]] = []  # (start, input tokens, group) of each response
     ids: list[int] = []
     positions: list[int] = []
-    segment: list[int] = []  # group of each token (-1: padding)
     owner: list[int] = []  # -1 for prompt tokens, -2 for padding, else the local row of the response token
     target_pos: list[int] = []
     labels: list[int] = []
@@ -149,7 +131,6 @@ def pack(
         prompt_spans.append((len(ids), len(prompt)))
         ids.extend(prompt)
         positions.extend(range(len(prompt)))
-        segment.extend([group_index] * len(prompt))
         owner.extend([-1] * len(prompt))
         previous = len(ids) - 1  # the prompt's last token predicts each response's first token
         for local in locals_:
@@ -166,20 +147,16 @@ def pack(
                 if j < len(response) - 1:  # the response token becomes the input that predicts the next
                     ids.append(token)
                     positions.append(len(prompt) + j)
-                    segment.append(group_index)
                     owner.append(local)
                     predictor = len(ids) - 1
         if group_rows:  # pad the group's row; padding is a sequence of its own to the positions
             pad = -len(ids) % width
             ids.extend([0] * pad)
             positions.extend(range(pad))
-            segment.extend([-1] * pad)
             owner.extend([-2] * pad)
     long = torch.long
     row_width = width or len(ids)
-    if dense_mask:
-        layout = None
-    elif group_rows:
+    if group_rows:
         layout = GroupedLayout(owner=torch.tensor(owner, dtype=long).view(-1, width))  # [Gr, S]
     else:
         layout = grouped_layout(prompt_spans, response_spans)
@@ -187,7 +164,6 @@ def pack(
         rows=list(rows),
         input_ids=torch.tensor(ids, dtype=long).view(-1, row_width),  # [R, S]
         position_ids=torch.tensor(positions, dtype=long).view(-1, row_width),  # [R, S]
-        attention_mask=dense_reference_mask(owner, segment) if dense_mask else None,
         layout=layout,
         target_pos=torch.tensor(target_pos, dtype=long),  # [M]
         labels=torch.tensor(labels, dtype=long),  # [M]

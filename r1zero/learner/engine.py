@@ -105,11 +105,10 @@ def deepspeed_config(cfg: LearnerConfig, *, world_size: int) -> dict[str, Any]:
 
 
 def attach_packed_forward(model: Any, chunk_size: int) -> None:
-    """Make `model(input_ids, position_ids, attention_mask, target_pos, labels, temperature, layout)` return the
-    (logprobs [M], entropy [M]) of a packed micro-batch (r1zero.learner.batching.PackedBatch's fields).
+    """Make `model(input_ids, position_ids, target_pos, labels, temperature, layout)` return the (logprobs [M],
+    entropy [M]) of a packed micro-batch (r1zero.learner.batching.PackedBatch's fields).
 
-    The decoder runs on input_ids / position_ids [R, S] with the grouped attention of `layout` (or, for the dense
-    reference, sdpa with attention_mask [R, 1, S, S]); the hidden states
+    The decoder runs on input_ids / position_ids [R, S] with the grouped attention of `layout`; the hidden states
     at target_pos [M] (flat row * S + column) go through the lm_head, whose forward computes logprobs of labels
     [M] in chunks of `chunk_size` rows, so the [M, vocab] logits never all exist. The lm_head keeps its
     parameters, so ZeRO-3 gathers its weight around the call and in backward.
@@ -132,19 +131,15 @@ def attach_packed_forward(model: Any, chunk_size: int) -> None:
         self: Any,
         input_ids: Tensor,
         position_ids: Tensor,
-        attention_mask: Tensor | None,
         target_pos: Tensor,
         labels: Tensor,
-        temperature: float = 1.0,
-        layout: GroupedLayout | None = None,
+        temperature: float,
+        layout: GroupedLayout,
     ) -> tuple[Tensor, Tensor]:
-        if layout is None and attention_mask is None:  # sdpa would attend causally across the whole row
-            raise ValueError("a packed micro-batch needs its GroupedLayout or a dense attention mask")
         body = self.get_decoder() if hasattr(self, "get_decoder") else self.model
         hidden = body(
             input_ids=input_ids,
             position_ids=position_ids,
-            attention_mask=attention_mask,
             use_cache=False,
             layout=layout,  # handed by transformers to every layer's attention (r1zero.learner.attention)
         ).last_hidden_state  # [R, S, H]

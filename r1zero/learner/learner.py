@@ -120,7 +120,6 @@ class Learner:
         logprobs, entropy = model(
             input_ids=batch.input_ids,
             position_ids=batch.position_ids,
-            attention_mask=batch.attention_mask,
             target_pos=batch.target_pos,
             labels=batch.labels,
             temperature=temperature,

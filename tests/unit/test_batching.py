@@ -1,5 +1,4 @@
-"""Packing by hand: shared prompts, targets, positions, the grouped layout and its dense reference mask,
-micro-batch planning."""
+"""Packing by hand: shared prompts, targets, positions, the grouped layout, micro-batch planning."""
 
 from __future__ import annotations
 
@@ -24,7 +23,7 @@ def test_pack_shares_the_prompt_of_a_group(monkeypatch) -> None:
     assert batch.target_row.tolist() == [0, 0, 1, 2, 2]
     assert batch.target_col.tolist() == [0, 1, 0, 0, 1]
     assert batch.response_len.tolist() == [2, 1, 2]
-    assert batch.num_padding == 0 and batch.attention_mask is None
+    assert batch.num_padding == 0
     # The grouped attention's layout: one causal attention row per response with an input token, its prompt
     # first: [5, 6, 7] (group 0, response 0) and [1, 2] (group 1), right-padded to 3; response 1 ([9]) has no
     # input token and its group already has a row. Outputs: 5, 6, 7 from row 0 (flat 0, 1, 2), 1, 2 from row 1
@@ -33,15 +32,6 @@ def test_pack_shares_the_prompt_of_a_group(monkeypatch) -> None:
     assert layout is not None
     assert layout.index.tolist() == [[0, 1, 2], [3, 4, 0]]
     assert layout.source.tolist() == [0, 1, 2, 3, 4]
-    reference = pack(sequences, [0, 1, 2], dense_mask=True)
-    assert reference.layout is None and torch.equal(reference.input_ids, batch.input_ids)
-    assert reference.attention_mask[0, 0].int().tolist() == [
-        [1, 0, 0, 0, 0],  # 5
-        [1, 1, 0, 0, 0],  # 6
-        [1, 1, 1, 0, 0],  # 7 (response 0) sees the prompt and itself
-        [0, 0, 0, 1, 0],  # 1 (second group) sees nothing of the first
-        [0, 0, 0, 1, 1],  # 2
-    ]
 
 
 def test_pack_unshared_gives_each_sequence_its_own_group(monkeypatch) -> None:

@@ -10,7 +10,9 @@ import pytest
 pytest.importorskip("trl")
 
 
-def test_trl_config_mirrors_the_run_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_trl_config_mirrors_the_run_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restore_launcher_env: None
+) -> None:
     # The bench builds this config in a fresh worker process. Here an earlier in-process run may have left
     # LOCAL_RANK (DeepSpeed wants it) without a process group, which accelerate would take for a torchrun launch.
     import torch.distributed as dist
@@ -47,7 +49,7 @@ def test_trl_config_mirrors_the_run_config(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_trl_gets_the_learners_lora_adapters(
-    tiny_model_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_model_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restore_launcher_env: None
 ) -> None:
     """With learner.lora_rank > 0 (the CPU default's) the TRL side trains the same adapters (rank, alpha, dropout,
     targets); with 0 it fine-tunes every weight as r1zero does."""
