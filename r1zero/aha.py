@@ -5,7 +5,7 @@ Pure functions over completion texts, token lengths and correctness (no torch). 
 (checkpointed, so it survives a resume); `aha_candidates` scans the logged history for steps where reflection and
 accuracy rise together; `r1zero.report` plots it all from metrics.jsonl.
 
-Where words are counted: inside the think block only (`think_block`), because a reflection word in the answer
+Where words are counted: inside the think block only (`think_span`), because a reflection word in the answer
 ("the answer is however ...") is not reflection:
     "<think> a </think> b"  -> " a "  (between the first <think> and the first </think> after it)
     " a </think> b"          -> " a "  (the "<think>" prefill was not re-attached: from the start to </think>)
@@ -67,12 +67,6 @@ def think_span(text: str) -> tuple[int, int]:
     open_ = text.find(THINK_OPEN, 0, end)
     start = open_ + len(THINK_OPEN) if open_ >= 0 else 0
     return start, end
-
-
-def think_block(text: str) -> str:
-    """`text[start:end]` of `think_span`. `think_block("<think> wait </think> <answer>1</answer>") -> " wait "`."""
-    start, end = think_span(text)
-    return text[start:end]
 
 
 def find_phrases(text: str, lexicon: Mapping[str, str] = DEFAULT_LEXICON) -> list[tuple[int, int, str]]:

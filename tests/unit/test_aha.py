@@ -20,7 +20,7 @@ from r1zero.aha import (
     percentile,
     reflection_stats,
     repetition_score,
-    think_block,
+    think_span,
 )
 
 
@@ -36,7 +36,8 @@ from r1zero.aha import (
     ],
 )
 def test_think_block_cases(text: str, block: str) -> None:
-    assert think_block(text) == block
+    start, end = think_span(text)
+    assert text[start:end] == block
 
 
 def test_count_phrases_inside_think_only_whole_words_case_insensitive() -> None:
