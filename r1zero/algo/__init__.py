@@ -5,7 +5,7 @@ glossary in `r1zero.types` (N = B * G rows, T tokens, V vocabulary, H hidden).
 """
 
 from r1zero.algo.advantages import NORMALIZERS, filter_zero_variance_groups, group_advantages
-from r1zero.algo.logprobs import entropy_from_logits, hidden_to_logprobs, token_logprobs
+from r1zero.algo.logprobs import hidden_to_logprobs
 from r1zero.algo.losses import (
     AGGREGATIONS,
     KL_ESTIMATORS,
@@ -28,7 +28,6 @@ __all__ = [
     "MicroBatchLoss",
     "aggregate",
     "aggregate_micro",
-    "entropy_from_logits",
     "filter_zero_variance_groups",
     "group_advantages",
     "hidden_to_logprobs",
@@ -39,6 +38,5 @@ __all__ = [
     "micro_batch_loss",
     "overlong_penalty",
     "policy_loss",
-    "token_logprobs",
     "truncated_is_weights",
 ]

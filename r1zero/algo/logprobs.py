@@ -1,14 +1,15 @@
-"""Token log-probabilities and entropies, chunked over rows so the float32 [M, V] logits never all exist.
+"""Token log-probabilities and entropies from final hidden states, chunked over rows so the float32 [M, V] logits
+never all exist.
 
 M = rows (N * T positions, flattened), V vocabulary, H hidden size. At V = 49k and M = N * T = 2048, one float32
 [M, V] tensor is 384 MiB; a naive `log_softmax(hidden @ W.T)` keeps it (and the logits) alive for backward.
-Here each chunk of `chunk_size` rows is computed in float32 in ONE [chunk_size, V] buffer (updated in place),
-reduced to a few numbers per row and dropped; the backward pass recomputes each chunk from a saved per-row
-logsumexp (custom autograd Functions: nothing of size V is saved). `hidden_to_logprobs` goes further and never
-builds the [M, V] logits at all, in forward or backward: it recomputes each chunk's logits from hidden [M, H] and
-the lm_head weight [V, H]; only when one chunk holds every row does it keep that chunk's softmax for backward
-rather than compute its logits twice. Peak extra memory is about chunk_size * V * 4 bytes (plus a float32 [V, H]
-weight gradient accumulator), so choose chunk_size for the memory budget: 1024 rows x 49k vocab = 192 MiB.
+`hidden_to_logprobs` computes each chunk of `chunk_size` rows' logits in float32 in ONE [chunk_size, V] buffer
+(updated in place), reduces it to a few numbers per row and drops it; the backward pass (a custom autograd
+Function: nothing of size V is saved) recomputes each chunk's logits from hidden [M, H], the lm_head weight
+[V, H] and a saved per-row logsumexp; only when one chunk holds every row does it keep that chunk's softmax for
+backward rather than compute its logits twice. Peak extra memory is about chunk_size * V * 4 bytes (plus a
+float32 [V, H] weight gradient accumulator), so choose chunk_size for the memory budget: 1024 rows x 49k vocab =
+192 MiB.
 
 Labels must be valid token ids in [0, V) (mask padding after the fact, e.g. with `response_mask`).
 """
@@ -32,12 +33,6 @@ def _check(chunk_size: int, temperature: float) -> None:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-
-
-def _owned_scaled(logits: Tensor, dtype: torch.dtype, temperature: float) -> Tensor:
-    """logits / temperature in the compute dtype, in a fresh buffer we may overwrite. [c, V] -> [c, V]."""
-    x = logits.to(dtype, copy=True)  # [c, V]: never the caller's memory
-    return x.div_(temperature) if temperature != 1.0 else x  # [c, V]
 
 
 def _unnormalised_(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -67,18 +62,16 @@ def _entropy_(unnorm: Tensor, total: Tensor, *, keep: bool = False) -> Tensor:
     return total.log() - ulogu / total  # [c]
 
 
-def _chunk_stats_(
-    x: Tensor, labels: Tensor, with_entropy: bool, *, keep: bool = False
-) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
+def _chunk_stats_(x: Tensor, labels: Tensor, *, keep: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Per-row logsumexp, label logprob and entropy of scaled logits x [c, V]; OVERWRITES x, allocates no [c, V].
 
-    Returns (lse [c], logprob [c], entropy [c] or None, S [c]). x ends as u = exp(x - row max) (S = its row sums,
+    Returns (lse [c], logprob [c], entropy [c], S [c]). x ends as u = exp(x - row max) (S = its row sums,
     softmax = u / S) when keep, else as scratch.
     """
     picked = x.gather(1, labels.unsqueeze(1)).squeeze(1)  # [c], before x is overwritten
     unnorm, lse, total = _unnormalised_(x)  # [c, V], [c], [c]
-    entropy = _entropy_(unnorm, total, keep=keep) if with_entropy else None  # [c] | None
-    return lse, picked - lse, entropy, total  # [c], [c], [c] | None, [c]
+    entropy = _entropy_(unnorm, total, keep=keep)  # [c]
+    return lse, picked - lse, entropy, total  # [c], [c], [c], [c]
 
 
 def _softmax_grad_(unnorm: Tensor, total: Tensor, labels: Tensor, grad: Tensor, temperature: float) -> Tensor:
@@ -95,88 +88,6 @@ def _softmax_grad_(unnorm: Tensor, total: Tensor, labels: Tensor, grad: Tensor, 
 def _chunk_grad_logits_(x: Tensor, labels: Tensor, lse: Tensor, grad: Tensor, temperature: float) -> Tensor:
     """_softmax_grad_ of one chunk's scaled logits x [c, V] (OVERWRITTEN) given their logsumexp lse [c] -> [c, V]."""
     return _softmax_grad_(x.sub_(lse.unsqueeze(1)).exp_(), torch.ones_like(lse), labels, grad, temperature)
-
-
-class _ChunkedLogprobs(torch.autograd.Function):
-    """logits [M, V] (any float dtype), labels [M] -> logprobs [M] (compute dtype); saves only lse [M]."""
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: FunctionCtx, logits: Tensor, labels: Tensor, temperature: float, chunk_size: int
-    ) -> Tensor:
-        dtype = _compute_dtype(logits.dtype)
-        rows = logits.shape[0]
-        logprobs = logits.new_empty(rows, dtype=dtype)  # [M]
-        lse = logits.new_empty(rows, dtype=dtype)  # [M]
-        for s in range(0, rows, chunk_size):
-            x = _owned_scaled(logits[s : s + chunk_size], dtype, temperature)  # [c, V]
-            lse_c, lp_c, _, _ = _chunk_stats_(x, labels[s : s + chunk_size], with_entropy=False)
-            lse[s : s + chunk_size], logprobs[s : s + chunk_size] = lse_c, lp_c
-            del x  # free before the next chunk's buffer exists
-        ctx.save_for_backward(logits, labels, lse)
-        ctx.temperature, ctx.chunk_size = temperature, chunk_size  # type: ignore[attr-defined]
-        return logprobs
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: FunctionCtx, grad_out: Tensor) -> tuple[Tensor | None, None, None, None]:  # type: ignore[override]
-        logits, labels, lse = ctx.saved_tensors  # type: ignore[attr-defined]
-        temperature, chunk = ctx.temperature, ctx.chunk_size  # type: ignore[attr-defined]
-        grad_logits = torch.empty_like(logits)  # [M, V]
-        for s in range(0, logits.shape[0], chunk):
-            x = _owned_scaled(logits[s : s + chunk], lse.dtype, temperature)  # [c, V]
-            sl = slice(s, s + chunk)
-            grad_logits[sl] = _chunk_grad_logits_(x, labels[sl], lse[sl], grad_out[sl], temperature)  # [c, V]
-            del x
-        return grad_logits, None, None, None
-
-
-def token_logprobs(
-    logits: Tensor, labels: Tensor, *, temperature: float = 1.0, chunk_size: int = 1024
-) -> Tensor:
-    """log softmax(logits / temperature)[label] per position, computed chunk by chunk in float32 (or float64).
-
-    logits: [M, V] or [N, T, V] (leading dims flattened), any float dtype; labels: the leading shape, long.
-    Returns the leading shape ([M] or [N, T]) in float32 (float64 for float64 logits), differentiable w.r.t.
-    logits; backward recomputes each chunk's softmax from a saved per-row logsumexp (no [M, V] copy saved).
-    Example: logits [[0, ln 3]], labels [1] -> log(3 / 4) = -0.2877; temperature 2 -> log(sqrt3 / (1 + sqrt3))
-             = -0.4557.
-    """
-    _check(chunk_size, temperature)
-    lead = logits.shape[:-1]
-    flat_logits = logits.reshape(-1, logits.shape[-1])  # [M, V]
-    flat_labels = labels.reshape(-1)  # [M]
-    return _ChunkedLogprobs.apply(flat_logits, flat_labels, temperature, chunk_size).reshape(lead)  # [...]
-
-
-def entropy_from_logits(
-    logits: Tensor, *, chunk_size: int = 1024, temperature: float = 1.0, grad: bool = False
-) -> Tensor:
-    """Entropy -sum p log p of softmax(logits / temperature) per position, chunked, float32 (float64 in).
-
-    logits: [M, V] or [N, T, V] -> the leading shape. A metric, so computed under no_grad unless grad=True
-    (then autograd keeps each chunk's [c, V] intermediates: use only for small inputs or entropy bonuses).
-    Example: logits [[0, 0, 0, 0]] -> ln 4 = 1.3863; [[0, -inf]] -> 0.
-    """
-    _check(chunk_size, temperature)
-    lead = logits.shape[:-1]
-    flat = logits.reshape(-1, logits.shape[-1])  # [M, V]
-    dtype = _compute_dtype(flat.dtype)
-    with_grad = grad and torch.is_grad_enabled()
-    parts = []
-    for s in range(0, flat.shape[0], chunk_size):
-        if with_grad:  # plain autograd: keeps this chunk's [c, V] intermediates for backward
-            log_p = torch.log_softmax(flat[s : s + chunk_size].to(dtype) / temperature, dim=-1)  # [c, V]
-            plogp = torch.where(log_p.isneginf(), 0.0, log_p.exp() * log_p)  # [c, V]; 0 * -inf := 0
-            parts.append(-plogp.sum(dim=-1))  # [c]
-            continue
-        with torch.no_grad():
-            x = _owned_scaled(flat[s : s + chunk_size], dtype, temperature)  # [c, V]
-            unnorm, _, total = _unnormalised_(x)  # [c, V] (x's memory), [c], [c]
-            parts.append(_entropy_(unnorm, total))  # [c]
-            del x, unnorm
-    out = torch.cat(parts) if parts else flat.new_empty(0, dtype=dtype)  # [M]
-    return out.reshape(lead)  # [...]
 
 
 _CAST_BLOCK = 256  # rows cast between half and float32 at a time, so no half-precision [c, V] copy exists
@@ -206,7 +117,7 @@ def _grad_hidden(g: Tensor, weight: Tensor) -> Tensor:
 
 
 class _ChunkedLinearLogprobs(torch.autograd.Function):
-    """hidden [M, H], weight [V, H], labels [M] -> (logprobs [M], entropy [M] or [0]).
+    """hidden [M, H], weight [V, H], labels [M] -> (logprobs [M], entropy [M]).
 
     Saves the per-row logsumexp [M]; with keep (all rows in one chunk, and a backward to come) also that chunk's
     u = exp(x - row max) [M, V] and its row sums [M], so backward needs no second logits matmul.
@@ -220,21 +131,18 @@ class _ChunkedLinearLogprobs(torch.autograd.Function):
         labels: Tensor,
         temperature: float,
         chunk_size: int,
-        with_entropy: bool,
         keep: bool,
     ) -> tuple[Tensor, Tensor]:
         dtype = _compute_dtype(hidden.dtype)
         rows = hidden.shape[0]
         logprobs = hidden.new_empty(rows, dtype=dtype)  # [M]
         lse = hidden.new_empty(rows, dtype=dtype)  # [M]
-        entropy = hidden.new_empty(rows if with_entropy else 0, dtype=dtype)  # [M] or [0]
+        entropy = hidden.new_empty(rows, dtype=dtype)  # [M]
         kept = kept_total = hidden.new_empty(0, dtype=dtype)  # [0]; keep: [M, V] and [M]
         for s in range(0, rows, chunk_size):
             sl = slice(s, s + chunk_size)
             x = _logits_(hidden[sl], weight, dtype, temperature)  # [c, V]
-            lse[sl], logprobs[sl], ent_c, total = _chunk_stats_(x, labels[sl], with_entropy, keep=keep)
-            if ent_c is not None:
-                entropy[sl] = ent_c
+            lse[sl], logprobs[sl], entropy[sl], total = _chunk_stats_(x, labels[sl], keep=keep)
             if keep:  # rows <= chunk_size: this is the only chunk
                 kept, kept_total = x, total  # [M, V], [M]
             del x
@@ -248,7 +156,7 @@ class _ChunkedLinearLogprobs(torch.autograd.Function):
     @once_differentiable
     def backward(  # type: ignore[override]
         ctx: FunctionCtx, grad_out: Tensor, _grad_entropy: Tensor | None
-    ) -> tuple[Tensor | None, Tensor | None, None, None, None, None, None]:
+    ) -> tuple[Tensor | None, Tensor | None, None, None, None, None]:
         if ctx.kept_used:  # type: ignore[attr-defined]
             raise RuntimeError(
                 "hidden_to_logprobs: a second backward through the same graph (retain_graph=True) is not supported "
@@ -278,7 +186,7 @@ class _ChunkedLinearLogprobs(torch.autograd.Function):
                 grad_weight = g.t() @ h32 if grad_weight is None else grad_weight.addmm_(g.t(), h32)  # [V, H]
             del g  # free before the next chunk's buffer exists
         grad_weight = grad_weight.to(weight.dtype) if grad_weight is not None else None  # [V, H]
-        return grad_hidden, grad_weight, None, None, None, None, None
+        return grad_hidden, grad_weight, None, None, None, None
 
 
 def hidden_to_logprobs(
@@ -288,12 +196,11 @@ def hidden_to_logprobs(
     *,
     temperature: float = 1.0,
     chunk_size: int = 1024,
-    with_entropy: bool = True,
-) -> tuple[Tensor, Tensor | None]:
+) -> tuple[Tensor, Tensor]:
     """Fused lm_head + log-softmax + gather: logprobs of labels from final hidden states, chunked over rows.
 
     hidden: [M, H] (or [N, T, H]); lm_head_weight: [V, H]; labels: [M] (or [N, T]).
-    Returns (logprobs [M], differentiable w.r.t. hidden and weight; entropy [M] detached, or None).
+    Returns (logprobs [M], differentiable w.r.t. hidden and weight; entropy [M], detached).
     Memory: one [chunk_size, V] float32 buffer at a time (plus the matmul's own output for bf16 inputs);
     backward recomputes each chunk's logits (one extra matmul) and saves only hidden, weight (already alive),
     labels and a per-row logsumexp [M]; the weight gradient is accumulated in a float32 [V, H] buffer. When all
@@ -313,6 +220,6 @@ def hidden_to_logprobs(
     keep = torch.is_grad_enabled() and (hidden.requires_grad or lm_head_weight.requires_grad)
     keep = keep and flat_hidden.shape[0] <= chunk_size
     logprobs, entropy = _ChunkedLinearLogprobs.apply(
-        flat_hidden, lm_head_weight, flat_labels, temperature, chunk_size, with_entropy, keep
+        flat_hidden, lm_head_weight, flat_labels, temperature, chunk_size, keep
     )
-    return logprobs.reshape(lead), (entropy.reshape(lead) if with_entropy else None)  # [...], [...] | None
+    return logprobs.reshape(lead), entropy.reshape(lead)  # [...], [...]

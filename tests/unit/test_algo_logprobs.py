@@ -1,4 +1,5 @@
-"""r1zero.algo.logprobs: chunked log-probs / entropy equal the naive float64 computation, and save little."""
+"""r1zero.algo.logprobs: chunked log-probs / entropy from hidden states equal the naive float64 computation, and
+save little."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import r1zero.algo.logprobs as logprobs_module
-from r1zero.algo import entropy_from_logits, hidden_to_logprobs, token_logprobs
+from r1zero.algo import hidden_to_logprobs
 
 F64 = torch.float64
 
@@ -31,28 +32,30 @@ def naive_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tenso
 # ---------------------------------------------------------------------------------------------- hand values
 def test_docstring_examples() -> None:
     ln3 = math.log(3)
-    # softmax([0, ln 3]) = [1/4, 3/4] -> log 3/4 = -.287682
-    assert token_logprobs(torch.tensor([[0.0, ln3]]), torch.tensor([1])).item() == pytest.approx(
-        math.log(0.75)
+    hidden, weight, labels = (
+        torch.tensor([[1.0, 0.0]]),
+        torch.tensor([[0.0, 0.0], [ln3, 0.0]]),
+        torch.tensor([1]),
     )
+    # hidden [1, 0] @ weight.T = [0, ln 3]: softmax [1/4, 3/4], logprob log .75 = -.287682; entropy
+    # -(.25 ln .25 + .75 ln .75) = .562335
+    lp, ent = hidden_to_logprobs(hidden, weight, labels)
+    assert lp.item() == pytest.approx(math.log(0.75), rel=1e-6)
+    assert ent.item() == pytest.approx(-(0.25 * math.log(0.25) + 0.75 * math.log(0.75)), rel=1e-6)
     # temperature 2: logits [0, ln 3 / 2] = [0, ln sqrt3] -> log(sqrt3 / (1 + sqrt3)) = -.455700
     s3 = math.sqrt(3)
-    lp = token_logprobs(torch.tensor([[0.0, ln3]]), torch.tensor([1]), temperature=2.0)
+    lp, _ = hidden_to_logprobs(hidden, weight, labels, temperature=2.0)
     assert lp.item() == pytest.approx(math.log(s3 / (1 + s3)), rel=1e-6)
-    # uniform over 4 -> ln 4; [0, -inf] -> a point mass -> 0
-    ent = entropy_from_logits(torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.0, -float("inf"), -float("inf"), 0.0]]))
-    torch.testing.assert_close(ent, torch.tensor([math.log(4), math.log(2)]))
-    # hidden [1, 0] @ weight.T = [0, ln 3]: logprob log .75; entropy -(.25 ln .25 + .75 ln .75) = .562335
-    lp, h_ent = hidden_to_logprobs(
-        torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 0.0], [ln3, 0.0]]), torch.tensor([1])
-    )
-    assert lp.item() == pytest.approx(math.log(0.75), rel=1e-6)
-    assert h_ent is not None and h_ent.item() == pytest.approx(
-        -(0.25 * math.log(0.25) + 0.75 * math.log(0.75)), rel=1e-6
-    )
 
 
-# ---------------------------------------------------------------------------------------------- token_logprobs
+def test_entropy_of_underflowing_probabilities() -> None:
+    # logits [0, -1e4, -1e4, 0]: exp(-1e4) underflows to 0 and 0 log 0 counts as 0, so two equal outcomes: ln 2
+    hidden = torch.tensor([[1.0]])
+    weight = torch.tensor([[0.0], [-1e4], [-1e4], [0.0]])
+    lp, ent = hidden_to_logprobs(hidden, weight, torch.tensor([3]))
+    assert lp.item() == pytest.approx(math.log(0.5)) and ent.item() == pytest.approx(math.log(2))
+
+
 @settings(deadline=None, max_examples=30)
 @given(
     rows=st.integers(1, 13),
@@ -61,63 +64,31 @@ def test_docstring_examples() -> None:
     temperature=st.sampled_from([1.0, 0.7, 1.3]),
     seed=st.integers(0, 2**16),
 )
-def test_token_logprobs_match_naive_values_and_grads(
+def test_hidden_to_logprobs_match_naive_values_and_grads_for_any_shape(
     rows: int, vocab: int, chunk: int, temperature: float, seed: int
 ) -> None:
     gen = torch.Generator().manual_seed(seed)
-    logits = (3 * torch.randn(rows, vocab, generator=gen, dtype=F64)).requires_grad_()  # [M, V]
+    hidden = (2 * torch.randn(rows, 3, generator=gen, dtype=F64)).requires_grad_()  # [M, H]
+    weight = (2 * torch.randn(vocab, 3, generator=gen, dtype=F64)).requires_grad_()  # [V, H]
     labels = torch.randint(0, vocab, (rows,), generator=gen)  # [M]
-    weights = torch.randn(rows, generator=gen, dtype=F64)  # [M]: a random upstream gradient
-    ours = token_logprobs(logits, labels, temperature=temperature, chunk_size=chunk)  # [M]
-    (grad_ours,) = torch.autograd.grad((ours * weights).sum(), logits)
+    upstream = torch.randn(rows, generator=gen, dtype=F64)  # [M]: a random upstream gradient
+    ours, ent = hidden_to_logprobs(hidden, weight, labels, temperature=temperature, chunk_size=chunk)  # [M]
+    grads = torch.autograd.grad((ours * upstream).sum(), (hidden, weight))
+    logits = hidden @ weight.t()  # [M, V]
     ref = naive_logprobs(logits, labels, temperature)  # [M]
-    (grad_ref,) = torch.autograd.grad((ref * weights).sum(), logits)
+    ref_grads = torch.autograd.grad((ref * upstream).sum(), (hidden, weight))
     torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(grad_ours, grad_ref, rtol=1e-12, atol=1e-12)
-
-
-def test_token_logprobs_3d_and_bf16() -> None:
-    gen = torch.Generator().manual_seed(0)
-    logits = torch.randn(2, 5, 11, generator=gen).to(torch.bfloat16).requires_grad_()  # [N, T, V]
-    labels = torch.randint(0, 11, (2, 5), generator=gen)  # [N, T]
-    ours = token_logprobs(logits, labels, chunk_size=3)  # [N, T]
-    assert ours.shape == (2, 5) and ours.dtype == torch.float32
-    # computed in float32 from the bf16 values: equal to a float64 reference to float32 precision
-    torch.testing.assert_close(ours.double(), naive_logprobs(logits.detach(), labels), rtol=0, atol=1e-6)
-    ours.sum().backward()
-    assert logits.grad is not None and logits.grad.dtype == torch.bfloat16
-
-
-def test_token_logprobs_gradcheck() -> None:
-    logits = torch.randn(5, 4, dtype=F64, requires_grad=True)
-    labels = torch.tensor([0, 3, 1, 1, 2])
-    assert torch.autograd.gradcheck(
-        lambda x: token_logprobs(x, labels, temperature=0.8, chunk_size=2), (logits,)
-    )
-
-
-# ---------------------------------------------------------------------------------------------- entropy
-@pytest.mark.parametrize(("chunk", "temperature"), [(1, 1.0), (4, 0.6), (100, 1.0)])
-def test_entropy_matches_minus_sum_p_log_p(chunk: int, temperature: float) -> None:
-    logits = 2 * torch.randn(3, 7, 9, dtype=F64, generator=torch.Generator().manual_seed(1))  # [N, T, V]
-    ours = entropy_from_logits(logits, chunk_size=chunk, temperature=temperature)  # [N, T]
-    torch.testing.assert_close(ours, naive_entropy(logits, temperature), rtol=1e-12, atol=1e-12)
-
-
-def test_entropy_is_a_metric_unless_grad_requested() -> None:
-    logits = torch.randn(4, 6, dtype=F64, requires_grad=True)
-    assert not entropy_from_logits(logits).requires_grad
-    ours = entropy_from_logits(logits, grad=True, chunk_size=3)
-    (grad_ours,) = torch.autograd.grad(ours.sum(), logits)
-    (grad_ref,) = torch.autograd.grad(naive_entropy(logits).sum(), logits)
-    torch.testing.assert_close(grad_ours, grad_ref)
+    torch.testing.assert_close(ent, naive_entropy(logits.detach(), temperature), rtol=1e-12, atol=1e-12)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
 def test_bad_chunk_or_temperature_raise() -> None:
+    hidden, weight, labels = torch.zeros(1, 2), torch.zeros(3, 2), torch.zeros(1, dtype=torch.long)
     with pytest.raises(ValueError, match="chunk_size"):
-        token_logprobs(torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), chunk_size=0)
+        hidden_to_logprobs(hidden, weight, labels, chunk_size=0)
     with pytest.raises(ValueError, match="temperature"):
-        entropy_from_logits(torch.zeros(1, 2), temperature=0.0)
+        hidden_to_logprobs(hidden, weight, labels, temperature=0.0)
 
 
 # ---------------------------------------------------------------------------------------------- hidden_to_logprobs
@@ -144,7 +115,7 @@ def test_hidden_to_logprobs_matches_naive(
     ref_grads = torch.autograd.grad((ref * upstream).sum(), (hidden, weight))
 
     torch.testing.assert_close(lp, ref, rtol=1e-12, atol=1e-12)
-    assert ent is not None and not ent.requires_grad
+    assert not ent.requires_grad
     torch.testing.assert_close(ent, naive_entropy(logits.detach(), temperature), rtol=1e-12, atol=1e-12)
     for ours, expected in zip(grads, ref_grads):
         torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-12)
@@ -154,8 +125,8 @@ def test_hidden_to_logprobs_shapes_options_and_gradcheck() -> None:
     hidden = torch.randn(2, 3, 4, dtype=F64, requires_grad=True)  # [N, T, H]
     weight = torch.randn(5, 4, dtype=F64, requires_grad=True)  # [V, H]
     labels = torch.randint(0, 5, (2, 3))  # [N, T]
-    lp, ent = hidden_to_logprobs(hidden, weight, labels, with_entropy=False, chunk_size=4)
-    assert lp.shape == (2, 3) and ent is None
+    lp, ent = hidden_to_logprobs(hidden, weight, labels, chunk_size=4)
+    assert lp.shape == (2, 3) and ent.shape == (2, 3)
     # only the hidden states need a gradient (e.g. a frozen lm_head)
     (grad_h,) = torch.autograd.grad(lp.sum(), hidden)
     assert grad_h.shape == hidden.shape
@@ -243,14 +214,12 @@ def test_hidden_to_logprobs_bf16_close_to_float32(monkeypatch: pytest.MonkeyPatc
 
 def test_inputs_are_not_modified() -> None:
     # the chunk buffers are updated in place: they must never be the caller's tensors
-    logits = torch.randn(6, 5, requires_grad=True)
     hidden, weight = torch.randn(6, 3, requires_grad=True), torch.randn(5, 3, requires_grad=True)
     labels = torch.randint(0, 5, (6,))
-    before = [x.detach().clone() for x in (logits, hidden, weight)]
-    token_logprobs(logits, labels, chunk_size=4).sum().backward()
-    entropy_from_logits(logits.detach(), chunk_size=4)
-    hidden_to_logprobs(hidden, weight, labels, chunk_size=4)[0].sum().backward()
-    for x, copy in zip((logits, hidden, weight), before):
+    before = [x.detach().clone() for x in (hidden, weight)]
+    for chunk in (4, 6):  # recomputed in backward; one chunk, its softmax kept
+        hidden_to_logprobs(hidden, weight, labels, chunk_size=chunk)[0].sum().backward()
+    for x, copy in zip((hidden, weight), before):
         assert torch.equal(x.detach(), copy)
 
 
@@ -291,5 +260,3 @@ def test_hidden_to_logprobs_saves_no_vocab_sized_tensor() -> None:
     assert full <= one_chunk <= full + rows * 12  # + logsumexp and row sums [M]
     with torch.no_grad():  # no backward to come: nothing kept
         assert saved_bytes(lambda: hidden_to_logprobs(hidden, weight, labels, chunk_size=rows), inputs) == 0
-    token = saved_bytes(lambda: token_logprobs(hidden @ weight.t(), labels, chunk_size=32), inputs)
-    assert token <= full + rows * 8  # token_logprobs keeps the logits it was given, no float32 copy on top
