@@ -22,8 +22,6 @@ Several ranks (every DeepSpeed rank writes its own shard into the same folder)::
 
 Hashing: every file is hashed with sha256 (1 MiB buffer, files in parallel threads); that runs at ~0.8 GB/s per
 core on the CPU test machine, so ~20 s for an 18 GB DeepSpeed checkpoint, once at save and once at resume.
-`hash_max_bytes=N` records files larger than N bytes by size only (sha256 null); a truncated file is still
-caught, a flipped byte inside it is not.
 """
 
 from __future__ import annotations
@@ -138,15 +136,13 @@ def _fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def _describe_files(folder: Path, hash_max_bytes: int | None) -> dict[str, dict[str, Any]]:
-    """{relative posix path: {"size", "sha256" (None when size-only)}} for every file under `folder`; fsyncs."""
+def _describe_files(folder: Path) -> dict[str, dict[str, Any]]:
+    """{relative posix path: {"size", "sha256"}} for every file under `folder`; fsyncs."""
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != META_NAME)
 
     def describe(p: Path) -> tuple[str, dict[str, Any]]:
         _fsync_file(p)
-        size = p.stat().st_size
-        digest = _sha256(p) if hash_max_bytes is None or size <= hash_max_bytes else None
-        return p.relative_to(folder).as_posix(), {"size": size, "sha256": digest}
+        return p.relative_to(folder).as_posix(), {"size": p.stat().st_size, "sha256": _sha256(p)}
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # hashlib releases the GIL
         return dict(pool.map(describe, files))
@@ -162,7 +158,6 @@ def commit_checkpoint(
     *,
     extra: dict[str, Any] | None = None,
     keep_last: int = 2,
-    hash_max_bytes: int | None = None,
 ) -> Path:
     """Hash the files in `staged`, write meta.json last, rename it to step_XXXXXX, prune. Returns the new path.
 
@@ -175,7 +170,7 @@ def commit_checkpoint(
     meta = {
         "step": step,
         "time": time.time(),
-        "files": _describe_files(staged, hash_max_bytes),
+        "files": _describe_files(staged),
         "extra": extra or {},
     }
     atomic_write_json(staged / META_NAME, meta)
@@ -201,7 +196,6 @@ def save_checkpoint(
     *,
     extra: dict[str, Any] | None = None,
     keep_last: int = 2,
-    hash_max_bytes: int | None = None,
 ) -> Path:
     """Single-process save: write_fn(staging folder), then `commit_checkpoint`. Returns the checkpoint folder.
 
@@ -214,9 +208,7 @@ def save_checkpoint(
     staged.mkdir(parents=True)
     try:
         write_fn(staged)
-        return commit_checkpoint(
-            run_dir, step, staged, extra=extra, keep_last=keep_last, hash_max_bytes=hash_max_bytes
-        )
+        return commit_checkpoint(run_dir, step, staged, extra=extra, keep_last=keep_last)
     finally:
         if staged.exists():
             shutil.rmtree(staged, ignore_errors=True)
@@ -276,7 +268,7 @@ def verify_checkpoint(path: str | Path, *, check_hashes: bool = True) -> dict[st
         size = f.stat().st_size
         if size != info.get("size"):
             raise CheckpointError(f"{path}: file {rel} has {size} bytes, meta.json says {info.get('size')}")
-        if check_hashes and info.get("sha256") is not None and _sha256(f) != info["sha256"]:
+        if check_hashes and _sha256(f) != info.get("sha256"):
             raise CheckpointError(f"{path}: file {rel} does not match its sha256 in meta.json")
     return meta
 
@@ -289,22 +281,20 @@ def _problem(path: Path, *, check_hashes: bool) -> str | None:
     return None
 
 
-def find_latest_checkpoint(
-    run_dir: str | Path, *, check_hashes: bool = True, clean_tmp: bool = True
-) -> Path | None:
-    """The newest checkpoint that verifies, or None. Each one skipped is logged with the reason.
+def find_latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest checkpoint that verifies, hashes included, or None. Each one skipped is logged with the reason.
 
-    Leftover staging folders (`.tmp-*`, `.old-*`: saves killed mid-way) are deleted when `clean_tmp`; pass
-    False from a process that watches a run that may be saving right now.
+    Leftover staging folders (`.tmp-*`, `.old-*`: saves killed mid-way) are deleted: call it only from the run
+    that owns the folder, never beside one that may be saving right now.
     """
     root = checkpoints_dir(run_dir)
-    if clean_tmp and root.is_dir():
+    if root.is_dir():
         for p in root.iterdir():
             if p.is_dir() and p.name.startswith((".tmp-", ".old-")):
                 log.warning("removing %s: an unfinished checkpoint save", p)
                 shutil.rmtree(p, ignore_errors=True)
     for _, path in reversed(_step_dirs(run_dir)):
-        problem = _problem(path, check_hashes=check_hashes)
+        problem = _problem(path, check_hashes=True)
         if problem is None:
             return path
         log.warning("skipping checkpoint %s: %s; falling back to the previous one", path, problem)

@@ -123,23 +123,19 @@ def rank() -> int:
 
 
 # A disaggregated run (r1zero.roles) gives each role its own world (RANK is then the rank within the role):
-# failures and the fault hook use the launched rank and a name saying the role.
-_IDENTITY: tuple[int, str] | None = None
+# failures name the role.
+_ROLE_NAME: str | None = None
 
 
-def set_identity(launched_rank: int, name: str) -> None:
-    global _IDENTITY
-    _IDENTITY = (launched_rank, name)
-
-
-def launched_rank() -> int:
-    """The rank the launcher gave this process (= rank() unless roles split the world)."""
-    return _IDENTITY[0] if _IDENTITY is not None else rank()
+def set_identity(name: str) -> None:
+    """Name this process in failures once roles split the world, e.g. "rollout worker 0 (rank 1)"."""
+    global _ROLE_NAME
+    _ROLE_NAME = name
 
 
 def rank_name() -> str:
     """ "rank 3", or with roles e.g. "rollout worker 0 (rank 1)"."""
-    return _IDENTITY[1] if _IDENTITY is not None else f"rank {rank()}"
+    return _ROLE_NAME if _ROLE_NAME is not None else f"rank {rank()}"
 
 
 def world_size() -> int:

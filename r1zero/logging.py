@@ -20,7 +20,7 @@ import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from r1zero.checkpoint import atomic_write_text
 from r1zero.config import LogConfig
@@ -156,8 +156,6 @@ class WandbLogger:
         run_dir: str | Path,
         run_config: dict[str, Any],
         run_id: str | None = None,
-        *,
-        mode: Literal["online", "offline", "disabled"] | None = None,
     ) -> None:
         import wandb
 
@@ -172,7 +170,6 @@ class WandbLogger:
             dir=str(run_dir),
             id=run_id,
             resume="allow",
-            mode=mode,
         )
         # Plot everything against our step, not W&B's internal counter (which a resumed run does not rewind).
         self._run.define_metric(STEP_KEY)

@@ -311,7 +311,7 @@ def join_role(cfg: RunConfig) -> tuple[Role, Bridge | None]:
     world, rank = distributed.world_size(), distributed.rank()
     learners, workers = role_counts(world, cfg.roles.rollout_workers, cfg.rollout.tensor_parallel_size)
     role = Role(rank, learners, workers, cfg.rollout.tensor_parallel_size)
-    distributed.set_identity(rank, role.name())
+    distributed.set_identity(role.name())
     timeout = datetime.timedelta(seconds=cfg.dist.timeout_s)
     agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"  # torchrun's agent hosts the store
     store = dist.TCPStore(

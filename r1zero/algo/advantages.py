@@ -9,12 +9,9 @@ prompts less; "batch" divides by one std over the whole batch (as TRL's `scale_r
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
 
 import torch
 from torch import Tensor
-
-Normalize = Literal["group", "batch", "none"]
 
 
 def _bessel_std(x: Tensor, dim: int | None = None) -> Tensor:

@@ -14,13 +14,10 @@ rank's loss by the world size when the engine averages gradients across ranks.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
-
-KLKind = Literal["k1", "k2", "k3"]
-Aggregation = Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"]
 
 
 # ---------------------------------------------------------------------------------------------- KL estimators

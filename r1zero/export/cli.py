@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
         for r in results:
             start = time.perf_counter()
             reply = llamacpp.chat(llamacpp.load(r.path, threads=2), messages, max_tokens=128)
-            print(f"[{r.path.name}] {args.chat!r} -> {reply.text!r}  ({time.perf_counter() - start:.1f} s)")
+            print(f"[{r.path.name}] {args.chat!r} -> {reply!r}  ({time.perf_counter() - start:.1f} s)")
 
 
 if __name__ == "__main__":

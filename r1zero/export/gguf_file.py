@@ -10,8 +10,7 @@ import logging
 import os
 import re
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +49,6 @@ class ExportResult:
     out_type: str
     seconds: float
     nbytes: int
-    tensor_types: dict[str, int] = field(default_factory=dict)  # GGML type -> number of tensors
 
 
 def arch_of(config: Any) -> Arch:
@@ -166,5 +164,4 @@ def export_gguf(
             tmp.unlink()
     seconds = time.perf_counter() - start
     log.info("wrote %s (%s, %.1f MB) in %.1f s", out_path, out_type, out_path.stat().st_size / 1e6, seconds)
-    types = Counter(ggml_type for _, _, ggml_type in plan)
-    return ExportResult(out_path, out_type, seconds, out_path.stat().st_size, dict(types))
+    return ExportResult(out_path, out_type, seconds, out_path.stat().st_size)

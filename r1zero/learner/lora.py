@@ -111,11 +111,11 @@ def _lora_layers(inner: nn.Module) -> dict[str, Any]:
     return {name: module for name, module in inner.named_modules() if isinstance(module, LoraLayer)}
 
 
-def merged_parameters(model: Any, *, zero3: bool, adapted_only: bool = False) -> Iterator[tuple[str, Tensor]]:
+def merged_parameters(model: Any, *, zero3: bool) -> Iterator[tuple[str, Tensor]]:
     """(HF name, tensor) of the merged model, one parameter at a time, under the base model's own names (what the
     rollout engines and `save_pretrained` expect): an adapted linear layer's weight is `merged_weight` of its base
-    weight and adapters; every other parameter is yielded as it is. adapted_only: the adapted weights alone (the
-    only parameters training changes). zero3: gather each parameter (with its adapters) around its use."""
+    weight and adapters; every other parameter is yielded as it is. zero3: gather each parameter (with its
+    adapters) around its use."""
     inner = model.get_base_model()
     layers = _lora_layers(inner)
     for name, param in inner.named_parameters():
@@ -133,7 +133,7 @@ def merged_parameters(model: Any, *, zero3: bool, adapted_only: bool = False) ->
                 else:
                     merged = merged_weight(param.data, lora_a.data, lora_b.data, scale)
                 yield f"{layer_name}.weight", merged
-        elif not adapted_only:
+        else:
             with gathered([param], zero3):
                 yield name.replace(".base_layer.", "."), param.data
 

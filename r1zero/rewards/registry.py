@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 from r1zero.rewards.countdown import countdown_reward
 from r1zero.rewards.format import answer_tag_reward, format_reward
@@ -20,8 +19,6 @@ from r1zero.types import Example
 
 logger = logging.getLogger(__name__)
 
-TaskName = Literal["countdown", "arithmetic", "gsm8k", "math", "reasoning_gym"]
-FormatKind = Literal["think_answer", "answer_only"]
 RewardFn = Callable[[str, Example], float]
 
 REWARDS: dict[str, RewardFn] = {

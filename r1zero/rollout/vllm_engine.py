@@ -36,8 +36,6 @@ from r1zero.rollout.base import (
 )
 from r1zero.types import Completion, Prompt
 
-log = logging.getLogger(__name__)
-
 _RELOAD_LOGGER = "vllm.model_executor.model_loader.reload.layerwise"
 _ARG_UTILS_LOGGER = "vllm.engine.arg_utils"
 # vLLM's own default for the tokens scheduled per engine step with `LLM` on CPU (per tensor-parallel rank).
@@ -206,13 +204,11 @@ class VLLMEngine:
         seed: int = 0,
         max_prompt_tokens: int = 512,
         max_new_tokens: int = 128,
-        max_model_len: int | None = None,
         gpu_memory_utilization: float | None = None,
         enable_sleep_mode: bool | None = None,
         tensor_parallel_size: int = 1,
         enforce_eager: bool | None = None,
         trust_remote_code: bool = False,
-        **llm_kwargs: Any,
     ) -> None:
         vllm = _import_vllm()
         from transformers import AutoConfig, AutoTokenizer
@@ -220,7 +216,7 @@ class VLLMEngine:
         self.on_cuda = torch.cuda.is_available()
         self.max_prompt_tokens = max_prompt_tokens
         # +1: `score` runs prompt + a full-length response and asks for one more token.
-        self.max_model_len = max_model_len or max_prompt_tokens + max_new_tokens + 1
+        self.max_model_len = max_prompt_tokens + max_new_tokens + 1
         self.policy_version = 0
         self.tokenizer: Any = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
         hf_config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
@@ -257,12 +253,6 @@ class VLLMEngine:
             )
         else:
             kwargs.update(cpu_scheduler_settings(self.max_model_len, tensor_parallel_size))
-        kwargs.update(llm_kwargs)
-        if not self.on_cuda and kwargs["enable_chunked_prefill"]:
-            log.warning(
-                "vLLM on CPU with chunked prefill: seeded sampling fails (CPU Generator does not use offset) as "
-                "soon as a step's prompts exceed max_num_batched_tokens"
-            )
         with _preserve_global_rng(self.on_cuda), _quiet_chunked_prefill_warning():
             self._llm = vllm.LLM(**kwargs)
         self._sampling_params_cls = vllm.SamplingParams
@@ -371,7 +361,7 @@ class VLLMEngine:
         sleep left it asleep (the engine can then sample and score the verification probe), drop the prefix cache.
 
         After a level-2 sleep the push must reach every layer: one it missed would keep discarded memory, so
-        that is an error naming the layers (after level 1 or without sleep, vLLM's warning: old values kept)."""
+        that is an error naming the layers (without sleep, vLLM's warning: old values kept)."""
         if "weights" in self._asleep:
             raise RuntimeError("the vLLM engine is asleep: call wake() before update_weights")
         worker = inprocess_worker(self._llm)
@@ -388,7 +378,7 @@ class VLLMEngine:
             raise RuntimeError(
                 f"the weight push after a level-2 sleep did not reach {', '.join(sorted(set(warnings.unexpected)))}:"
                 " vLLM discarded their weights while asleep, so they would hold garbage. Push every parameter "
-                "(learner.named_parameters_for_sync) or sleep with keep_weights=True."
+                "(learner.named_parameters_for_sync)."
             )
         if self.tied_embeddings:
             runner = worker.model_runner
@@ -416,41 +406,33 @@ class VLLMEngine:
 
     # ---- memory ---------------------------------------------------------------------------------------------
 
-    def sleep(self, *, keep_weights: bool = False) -> None:
+    def sleep(self) -> None:
         """Free the engine's GPU memory for the learner: drop the KV cache and the weights. No-op on CPU or when
         sleep mode is off.
 
-        vLLM level 2 by default: it discards the weights, where level 1 copies them all to pinned host memory
-        and back (a 1.5B bf16 model: 3 GB each way per step) although the push that follows every learner step
-        overwrites them. `wake()` then brings back the weights' memory only; `update_weights` fills it, re-ties
-        a tied head and brings back the KV cache. Level 1 stays for what needs the old weights: keep_weights=True
-        (sampling again without a push).
+        vLLM level 2: it discards the weights, where level 1 would copy them all to pinned host memory and back (a
+        1.5B bf16 model: 3 GB each way per step) although the push that follows every learner step overwrites
+        them. `wake()` then brings back the weights' memory only; `update_weights` fills it, re-ties a tied head
+        and brings back the KV cache.
         """
         if not self._sleep_enabled or self._asleep:
             return
-        level = 1 if keep_weights else 2
-        self._llm.sleep(level=level)
+        self._llm.sleep(level=2)
         self._asleep = {"weights", "kv_cache"}
-        self._weights_discarded = level == 2
+        self._weights_discarded = True
 
     def wake(self) -> None:
-        """Undo `sleep()`. After a level-2 sleep only the weights' memory comes back, empty: the KV cache follows
-        in `update_weights`, and sampling or scoring before that push is refused."""
-        if not self._asleep:
-            return
-        if self._weights_discarded:
-            if "weights" in self._asleep:
-                self._llm.wake_up(tags=["weights"])
-                self._asleep.discard("weights")
-            return
-        self._llm.wake_up()
-        self._asleep.clear()
+        """Undo `sleep()` for the weights' memory only, empty: the KV cache follows in `update_weights`, and
+        sampling or scoring before that push is refused."""
+        if "weights" in self._asleep:
+            self._llm.wake_up(tags=["weights"])
+            self._asleep.discard("weights")
 
     def _check_awake(self) -> None:
         if self._weights_discarded and "weights" not in self._asleep:
             raise RuntimeError(
                 "the vLLM engine's weights were discarded by a level-2 sleep and not pushed since: push weights "
-                "(update_weights) before generate/score, or sleep with keep_weights=True"
+                "(update_weights) before generate/score"
             )
         if self._asleep:
             raise RuntimeError("the vLLM engine is asleep: call wake() before generate/score/update_weights")

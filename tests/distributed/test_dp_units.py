@@ -208,7 +208,10 @@ def test_fault_hook_fires_only_where_asked(monkeypatch: pytest.MonkeyPatch) -> N
     exits: list[int] = []
     monkeypatch.setattr("os._exit", exits.append)
     monkeypatch.setenv("R1ZERO_FAULT", "0:learner:2")
-    distributed = types.SimpleNamespace(phase=phase, launched_rank=lambda: 0, rank_name=lambda: "rank 0")
+    ranks = [0]
+    distributed = types.SimpleNamespace(
+        phase=phase, rank=lambda: ranks[0], set_identity=lambda name: None, rank_name=lambda: "rank 0"
+    )
     distributed.__name__ = "r1zero.distributed"
     wrap_phase(distributed)
     with distributed.phase("learner", 1):
@@ -219,3 +222,11 @@ def test_fault_hook_fires_only_where_asked(monkeypatch: pytest.MonkeyPatch) -> N
     with distributed.phase("learner", 2):
         pass
     assert exits == [1]
+    # Roles: launched as rank 1, then rank 0 of its role's world. R1ZERO_FAULT names the launched rank.
+    monkeypatch.setenv("R1ZERO_FAULT", "1:learner:3")
+    ranks[0] = 1
+    distributed.set_identity("rollout worker 0 (rank 1)")
+    ranks[0] = 0
+    with distributed.phase("learner", 3):
+        pass
+    assert exits == [1, 1]

@@ -13,6 +13,7 @@ than eos (identically in both) leaves comparable sequences; it does not change t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,53 @@ SHARPEN = 3.0
 # F16 weights and sum in another order), BF16 <= 7e-3, Q8_0/Q4_0 <= 3e-2 (llama.cpp quantizes the activations to
 # 8 bits for quantized matmuls; transformers multiplies dequantized weights in F32). Limits: ~3x the measurement.
 LOGPROB_TOL = {"f32": 5e-3, "f16": 5e-3, "bf16": 2e-2, "q8_0": 0.1, "q4_0": 0.1}
+
+
+@dataclass
+class Completion:
+    text: str
+    token_ids: list[int]  # the generated tokens; the end-of-generation token that stopped it included
+    logprobs: list[float]  # llama.cpp's log-probability of each of them
+    prompt_tokens: int  # how many tokens llama.cpp made of the prompt
+
+
+def _request(max_tokens: int, banned: Sequence[int]) -> dict[str, Any]:
+    """r1zero's greedy request, with `banned` token ids never sampled (logit bias false)."""
+    return llamacpp.greedy_request(max_tokens) | {"logit_bias": [[token_id, False] for token_id in banned]}
+
+
+def complete(server: Any, prompt: str | list[int], max_tokens: int, banned: Sequence[int]) -> Completion:
+    """Greedy continuation of a text prompt (tokenized by llama.cpp with the file's tokenizer) or of token ids.
+
+    token_ids come from llama.cpp's per-token logprobs, which leave out tokens that end inside a UTF-8 character
+    (byte-fallback pieces): when the tokens do not spell the text, this raises instead of returning wrong ids.
+    `logprobs` are llama.cpp's, over the unbiased logits.
+    """
+    request = _request(max_tokens, banned) | {"prompt": prompt, "logprobs": 1}
+    response = llamacpp.checked(server.handle_completions(request))
+    choice = response["choices"][0]
+    content = (choice.get("logprobs") or {}).get("content") or []
+    spelled = b"".join(bytes(entry.get("bytes") or []) for entry in content).decode("utf-8", errors="replace")
+    if spelled != choice["text"]:
+        raise ValueError(f"llama.cpp's token list spells {spelled!r}, its text is {choice['text']!r}")
+    return Completion(
+        choice["text"],
+        [int(entry["id"]) for entry in content],
+        [float(entry["logprob"]) for entry in content],
+        int(response["usage"]["prompt_tokens"]),
+    )
+
+
+def chat_reply(
+    server: Any, messages: list[dict[str, str]], max_tokens: int, banned: Sequence[int]
+) -> Completion:
+    """`llamacpp.chat`'s request with `banned` tokens: the reply text and the prompt's length in tokens (token_ids
+    and logprobs left empty)."""
+    request = _request(max_tokens, banned) | {"messages": messages}
+    response = llamacpp.checked(server.handle_chat_completions(request))
+    return Completion(
+        response["choices"][0]["message"]["content"], [], [], int(response["usage"]["prompt_tokens"])
+    )
 
 
 def sharpened_model(path: Path, *, arch: str, tie: bool, vocab: int = 512, extra_rows: int = 0) -> Path:
@@ -95,10 +143,10 @@ def compare(
     max_new: int,
     banned: list[int],
     eos: int,
-) -> tuple[Agreement, llamacpp.Completion]:
+) -> tuple[Agreement, Completion]:
     """Greedy llama.cpp vs greedy transformers from the same prompt, and transformers' log-probs of llama.cpp's
     tokens (teacher-forced on llama.cpp's path, so a divergence does not spoil the comparison)."""
-    cpp = llamacpp.complete(server, prompt, max_new, banned=banned)
+    cpp = complete(server, prompt, max_new, banned)
     hf = hf_greedy(model, prompt_ids, max_new, banned, eos)
     common = 0
     while common < min(len(cpp.token_ids), len(hf)) and cpp.token_ids[common] == hf[common]:

@@ -14,6 +14,7 @@ from gguf_helpers import (
     LOGPROB_TOL,
     banned_ids,
     chat_ids,
+    chat_reply,
     compare,
     load_gguf_in_transformers,
     sharpened_model,
@@ -141,7 +142,7 @@ def test_chat_template_travels_in_the_file(exported: dict[str, Any]) -> None:
     ]
     prompt_ids = chat_ids(tokenizer, messages)
     banned, eos = banned_ids(tokenizer), tokenizer.eos_token_id
-    reply = llamacpp.chat(llamacpp.load(path), messages, MAX_NEW, banned=banned)
+    reply = chat_reply(llamacpp.load(path), messages, MAX_NEW, banned)
     hf = exported["model"].generate(
         torch.tensor([prompt_ids]), max_new_tokens=MAX_NEW, do_sample=False, suppress_tokens=banned,
         eos_token_id=eos, pad_token_id=eos,
@@ -218,7 +219,7 @@ def test_smollm2_f16_in_transformers_and_llamacpp(tmp_path: Path) -> None:
         assert cpp.prompt_tokens == len(ids)
         assert agreement.max_logprob_diff <= tol, (prompt, agreement)
         assert agreement.divergence_margin is None or agreement.divergence_margin <= 2 * tol
-    reply = llamacpp.chat(server, messages, MAX_NEW, banned=banned)
+    reply = chat_reply(server, messages, MAX_NEW, banned)
     hf = back.generate(
         torch.tensor([prompt_ids]), max_new_tokens=MAX_NEW, do_sample=False, suppress_tokens=banned,
         eos_token_id=eos, pad_token_id=eos,

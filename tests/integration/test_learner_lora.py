@@ -104,9 +104,6 @@ def test_merged_weights_compute_what_the_adapted_model_does(tiny_model_path: str
     sequences = _sequences(4)
     for got, want in zip(learner.logprobs(sequences), _naive_logprobs(str(path), sequences)):
         assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()
-    changed = dict(lora.merged_parameters(learner.module, zero3=False, adapted_only=True))
-    assert changed and all(n.endswith("proj.weight") for n in changed)
-    assert all(torch.equal(changed[n], merged[n]) for n in changed)
 
 
 def test_merged_weight_by_hand() -> None:

@@ -52,15 +52,18 @@ LONG = [
 ]
 
 
-def _engine(model_path: str, **llm_kwargs: object) -> VLLMEngine:
-    return VLLMEngine(
-        model_path,
-        dtype="float32",
-        seed=0,
-        max_prompt_tokens=MAX_PROMPT,
-        max_new_tokens=MAX_NEW,
-        **llm_kwargs,
-    )
+def _engine(model_path: str, **scheduler: object) -> VLLMEngine:
+    """The CPU engine, its scheduler settings (`cpu_scheduler_settings`) overridden by `scheduler`."""
+    from r1zero.rollout import vllm_engine
+
+    def settings(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        return cpu_scheduler_settings(*args, **kwargs) | scheduler
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(vllm_engine, "cpu_scheduler_settings", settings)
+        return VLLMEngine(
+            model_path, dtype="float32", seed=0, max_prompt_tokens=MAX_PROMPT, max_new_tokens=MAX_NEW
+        )
 
 
 def _sampling(n: int = G, index_offset: int = 0) -> SamplingSettings:

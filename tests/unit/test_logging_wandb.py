@@ -15,7 +15,7 @@ pytest.importorskip("wandb")
 
 def test_wandb_offline_run_resume_and_table(tmp_path: Path) -> None:
     cfg = LogConfig(wandb=True, project="r1zero-test", tags=["unit"])
-    lg = WandbLogger(cfg, tmp_path, {"steps": 3, "seed": 0}, run_id=None, mode="offline")
+    lg = WandbLogger(cfg, tmp_path, {"steps": 3, "seed": 0}, run_id=None)
     run_id = lg.run_id
     assert run_id
     lg.log({"reward/mean": 0.5, "loss/policy": torch.tensor(-0.1)}, step=1)
@@ -32,7 +32,7 @@ def test_wandb_offline_run_resume_and_table(tmp_path: Path) -> None:
     assert list(first.glob("files/media/table/samples/table_*.table.json"))
 
     # The resumed process continues the same run (the id comes from the checkpoint).
-    lg = WandbLogger(cfg, tmp_path, {"steps": 3, "seed": 0}, run_id=run_id, mode="offline")
+    lg = WandbLogger(cfg, tmp_path, {"steps": 3, "seed": 0}, run_id=run_id)
     assert lg.run_id == run_id
     lg.log({"reward/mean": 0.7}, step=2)
     lg.close()

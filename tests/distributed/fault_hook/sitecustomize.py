@@ -39,12 +39,19 @@ def fault(phase_name: str, step: int, rank: int, environ: Mapping[str, str]) -> 
 
 
 def wrap_phase(distributed: Any) -> None:
-    """Make `distributed.phase` act on R1ZERO_FAULT before it enters a phase."""
-    original = distributed.phase
+    """Make `distributed.phase` act on R1ZERO_FAULT before it enters a phase. RANK in R1ZERO_FAULT is the
+    launcher's: roles (r1zero.roles) name a process with set_identity just before they give it a rank in its
+    role's own world, so the rank at that moment is kept."""
+    original, original_identity = distributed.phase, distributed.set_identity
+    launched: list[int] = []
+
+    def set_identity(name: str) -> None:
+        launched[:] = [distributed.rank()]
+        original_identity(name)
 
     @contextlib.contextmanager
     def phase(name: str, step: int) -> Iterator[None]:
-        action = fault(name, step, distributed.launched_rank(), os.environ)
+        action = fault(name, step, launched[0] if launched else distributed.rank(), os.environ)
         if action is not None:
             logging.getLogger(distributed.__name__).error(
                 "%s=%s: %s %s in phase %s at step %d", FAULT_ENV, os.environ[FAULT_ENV],
@@ -61,7 +68,7 @@ def wrap_phase(distributed: Any) -> None:
         with original(name, step):
             yield
 
-    distributed.phase = phase
+    distributed.phase, distributed.set_identity = phase, set_identity
 
 
 class _WrapOnImport(importlib.abc.MetaPathFinder):
