@@ -205,7 +205,12 @@ def test_ctrl_c_finishes_the_step_checkpoints_and_the_same_command_resumes(tmp_p
     assert (
         "rollout worker 0 (rank 1): " in output and " generate, " in output
     )  # its closing line: it was told stop
-    stopped_at = max(metrics_of(run_dir))
+    metrics = metrics_of(run_dir)
+    stopped_at = max(metrics)
+    # max_staleness 1: the first round on-policy, every later one sampled while the step before it trained
+    lags = [metrics[step]["rollout/policy_version_lag_max"] for step in range(1, stopped_at + 1)]
+    assert lags == [0.0] + [1.0] * (stopped_at - 1), lags
+    assert all(metrics[step]["rollout/num_completions"] == 16 for step in range(1, stopped_at + 1))  # 4 x 4
     checkpoint = run_dir / "checkpoints" / f"step_{stopped_at:06d}"
     meta = json.loads((checkpoint / "meta.json").read_text())
     assert list(meta["extra"]["pending_rounds"]) == [str(stopped_at + 1)]
