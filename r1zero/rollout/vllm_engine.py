@@ -232,7 +232,6 @@ class VLLMEngine:
             colocated_sleep if enable_sleep_mode is None else enable_sleep_mode
         ) and self.on_cuda
         self._asleep: set[str] = set()  # vLLM's memory tags now asleep: "weights", "kv_cache"
-        self._weights_discarded = False  # a level-2 sleep since the last push: the weights hold garbage
         self._owns_torch_dist = not (torch.distributed.is_available() and torch.distributed.is_initialized())
         kwargs: dict[str, Any] = {
             "model": model_path,
@@ -383,7 +382,6 @@ class VLLMEngine:
         if self.tied_embeddings:
             runner = worker.model_runner
             self._retie_lm_head(runner.get_model() if hasattr(runner, "get_model") else runner.model)
-        self._weights_discarded = False
         if "kv_cache" in self._asleep:
             self._llm.wake_up(tags=["kv_cache"])  # only now: the learner kept that memory until the push
             self._asleep.discard("kv_cache")
@@ -419,7 +417,6 @@ class VLLMEngine:
             return
         self._llm.sleep(level=2)
         self._asleep = {"weights", "kv_cache"}
-        self._weights_discarded = True
 
     def wake(self) -> None:
         """Undo `sleep()` for the weights' memory only, empty: the KV cache follows in `update_weights`, and
@@ -427,6 +424,12 @@ class VLLMEngine:
         if "weights" in self._asleep:
             self._llm.wake_up(tags=["weights"])
             self._asleep.discard("weights")
+
+    @property
+    def _weights_discarded(self) -> bool:
+        """A (level-2) sleep since the last push: the weights hold garbage until the next one. The KV cache comes
+        back only with that push, so it is asleep exactly as long."""
+        return "kv_cache" in self._asleep
 
     def _check_awake(self) -> None:
         if self._weights_discarded and "weights" not in self._asleep:
