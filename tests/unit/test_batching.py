@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from r1zero.learner.batching import pack, plan_micro_batches, response_layout
@@ -166,3 +167,12 @@ def test_masked_attention_copies_of_the_kv_heads_give_the_same_result() -> None:
     assert copied.shape == (2, 5, 6, 4)
     assert torch.allclose(copied.double(), reference, atol=1e-5)
     assert torch.allclose(shared.double(), reference, atol=1e-5)
+
+
+def test_grouped_attention_refuses_a_call_without_a_layout() -> None:
+    # Without a GroupedLayout it would not know which tokens may attend which: no causal fallback over the row.
+    from r1zero.learner.attention import grouped_attention
+
+    query = key = value = torch.zeros(1, 2, 3, 4)
+    with pytest.raises(ValueError, match="GroupedLayout"):
+        grouped_attention(None, query, key, value, None, layout=None)
